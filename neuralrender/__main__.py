@@ -1,0 +1,3 @@
+from neuralrender.cli import main
+
+raise SystemExit(main())
