@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from neuralrender.io.checkpoint import load_checkpoint

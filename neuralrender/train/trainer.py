@@ -19,7 +19,12 @@ from torch.utils.data import default_collate
 from neuralrender import registry
 from neuralrender.config import from_dict, load_yaml, save_yaml, to_dict
 from neuralrender.errors import ConfigError, NeuralRenderError
-from neuralrender.io.checkpoint import flatten_optimizer, load_checkpoint, save_checkpoint, unflatten_optimizer
+from neuralrender.io.checkpoint import (
+    flatten_optimizer,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_optimizer,
+)
 from neuralrender.train import distributed as dist
 from neuralrender.train.config import TrainConfig
 from neuralrender.train.outputs import RunLog, save_renders
