@@ -153,7 +153,7 @@ def load_mesh(path: str | os.PathLike, texture: str | os.PathLike | None = None,
         if len(loaded.faces):
             parts.append(_from_trimesh(p, loaded, None, use_material))
     else:
-        raise DataError(p, f"file holds a {type(loaded).__name__}, not a triangle mesh", field="faces")
+        raise DataError(p, f"mesh has no faces (the file holds a {type(loaded).__name__})", field="faces")
     if not parts:
         raise DataError(p, "mesh has no faces", field="faces")
     mesh = parts[0] if len(parts) == 1 else concat_meshes(parts)
