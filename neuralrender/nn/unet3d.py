@@ -1,0 +1,79 @@
+"""A 3D U-Net over feature volumes [B,C,D,H,W] (DeepVoxels' "inpainting" network over the voxel grid).
+
+Same shape as the 2D `nn.unet.UNet`: a stem, `depth` stride-2 conv blocks (channels width, 2*width, ...
+capped at max_width), a mirrored decoder (trilinear upsampling + conv) with skip concatenations, and a 1x1x1
+head. Inputs whose sizes are not multiples of 2**depth are padded (replicate) and cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuralrender.nn.blocks import activation
+
+
+def norm3d(kind: str, channels: int) -> nn.Module:
+    """'batch' | 'instance' | 'group' | 'none' for 3D volumes."""
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm '{kind}'; valid: batch, instance, group, none")
+
+
+def conv3d_block(cin: int, cout: int, kernel: int = 3, stride: int = 1, norm: str = "group",
+                 act: str = "lrelu") -> nn.Sequential:
+    """Conv3d -> norm -> activation; stride 2 halves D, H and W."""
+    return nn.Sequential(nn.Conv3d(cin, cout, kernel, stride, padding=kernel // 2), norm3d(norm, cout), activation(act))
+
+
+class UNet3d(nn.Module):
+    """x [B,in_channels,D,H,W] -> [B,out_channels,D,H,W].
+
+    width: channels of the first level; depth: stride-2 downsamplings; max_width: channel cap; norm: see
+    `norm3d`; act: hidden activation; residual: add the input to the output (needs in == out channels), so
+    an untrained net starts close to the identity on the grid.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 16, depth: int = 2, max_width: int = 64,
+                 norm: str = "group", act: str = "lrelu", residual: bool = False):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"UNet3d depth must be >= 1, got {depth}")
+        if residual and in_channels != out_channels:
+            raise ValueError(f"UNet3d residual needs in_channels == out_channels, got {in_channels}, {out_channels}")
+        self.depth, self.residual = depth, residual
+        chans = [min(width * 2**i, max_width) for i in range(depth + 1)]
+        self.stem = conv3d_block(in_channels, chans[0], norm="none", act=act)
+        self.down = nn.ModuleList(conv3d_block(chans[i], chans[i + 1], stride=2, norm=norm, act=act) for i in range(depth))
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for i in reversed(range(depth)):
+            self.up.append(conv3d_block(chans[i + 1], chans[i], norm=norm, act=act))
+            self.fuse.append(conv3d_block(2 * chans[i], chans[i], norm=norm, act=act))
+        self.head = nn.Conv3d(chans[0], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"UNet3d expects [B,C,D,H,W], got {tuple(x.shape)}")
+        D, H, W = x.shape[-3:]
+        m = 2**self.depth
+        pads = ((-W) % m, (-H) % m, (-D) % m)
+        xp = F.pad(x, (0, pads[0], 0, pads[1], 0, pads[2]), mode="replicate") if any(pads) else x
+        h = self.stem(xp)
+        feats = [h]
+        for down in self.down:
+            h = down(h)
+            feats.append(h)
+        for k, (up, fuse) in enumerate(zip(self.up, self.fuse)):
+            skip = feats[self.depth - 1 - k]
+            h = up(F.interpolate(h, size=skip.shape[-3:], mode="trilinear", align_corners=False))
+            h = fuse(torch.cat([h, skip], 1))
+        y = self.head(h)[..., :D, :H, :W]
+        return x + y if self.residual else y
