@@ -149,7 +149,8 @@ def sample_along_rays(grid: torch.Tensor, bounds_min, bounds_max, cameras, n_dep
                       mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
     """Resample a world-aligned grid [B,C,D,H,W] (box [bounds_min, bounds_max]) into each camera's frustum:
     -> (frustum volume [B,C,n_depth,Hc,Wc], depths [n_depth]); sample k of pixel (i, j) is the (trilinear)
-    grid value at the ray point with camera z = depths[k]. Points outside the box read 0.
+    grid value at the ray point with camera z = depths[k]. Points more than half a voxel outside the box
+    read 0 (zero padding, fading linearly over the outer half voxel).
     The output is what an occlusion network takes (softmax over the depth axis, DeepVoxels).
     """
     if grid.dim() != 5:
