@@ -10,8 +10,14 @@ import pytest
 import torch
 
 from neuralrender.nn import masked
-from neuralrender.nn.masked import (GatedPixelCNN, MaskedConv2d, PixelCNN, autoregressive_sample, causal_mask,
-                                    channel_groups)
+from neuralrender.nn.masked import (
+    GatedPixelCNN,
+    MaskedConv2d,
+    PixelCNN,
+    autoregressive_sample,
+    causal_mask,
+    channel_groups,
+)
 from neuralrender.nn.rowlstm import PixelRNN, RowLSTMLayer
 
 H = W = 12

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuralrender.nn.masked import MaskedConv2d, AutoregressiveNet, channel_groups
+from neuralrender.nn.masked import AutoregressiveNet, MaskedConv2d, channel_groups
 
 
 class RowLSTMLayer(nn.Module):
