@@ -115,3 +115,18 @@ def test_batched_cameras_and_batched_verts(shared_data):
     moved.verts = torch.stack([spot.verts, spot.verts + 100.0])
     gb2 = render_gbuffer(cams, moved, channels=["mask", "normals"])
     assert gb2["mask"][1].sum() == 0 and torch.equal(gb2["mask"][0], gb["mask"][0])
+
+
+def test_flat_and_two_sided_normals():
+    cube = box(1.0)
+    cube.normals = None  # smooth vertex normals would be radial-ish; flat ones are the side normals
+    cam = _front_camera(32, eye=(0.0, 0.0, 3.0), fov=30.0)
+    gb = render_gbuffer(cam, cube, channels=["mask", "normals"], flat_normals=True)
+    m = gb["mask"][0, 0] > 0
+    assert torch.allclose(gb["normals"][0][:, m], torch.tensor([0.0, 0, 1])[:, None].expand(3, int(m.sum())))
+    # an open quad seen from behind: one-sided normals point away, two-sided ones towards the camera
+    quad = plane(2.0, axis="-z")
+    back = render_gbuffer(cam, quad, channels=["mask", "normals"])
+    both = render_gbuffer(cam, quad, channels=["mask", "normals"], two_sided=True)
+    qm = back["mask"][0, 0] > 0
+    assert (back["normals"][0, 2][qm] < -0.99).all() and (both["normals"][0, 2][qm] > 0.99).all()

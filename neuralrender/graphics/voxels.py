@@ -105,7 +105,7 @@ def lift_features(features: torch.Tensor, cameras, grid_centers: torch.Tensor, n
         raise NeuralRenderError(f"lift_features: grid_centers must be [D,H,W,3] or [B,D,H,W,3], got "
                                 f"{tuple(grid_centers.shape)}")
     D, Hg, Wg = grid_centers.shape[1:4]
-    pts = grid_centers.reshape(B, -1, 3).to(features.dtype)
+    pts = grid_centers.reshape(B, -1, 3).to(device=features.device, dtype=features.dtype)
     xy, z = cameras.project(pts)  # [B,N,2] pixels of the cameras' image, [B,N]
     g = pixel_to_normalized(xy, cameras.height, cameras.width)
     front = z > near
