@@ -220,72 +220,42 @@ def _shadow_cameras(spec: SceneSpec, mesh: M.Mesh, res: int = 1024) -> list[Came
 
 
 def render_scene(spec: SceneSpec, smesh: SceneMesh, cameras: Cameras, batch: int = 8,
-                 progress=None) -> SceneRender:
-    """Render cameras [N] of the scene in batches through the graphics core (G-buffer, textures,
-    Blinn-Phong with the spec's lights and per-object materials, shadow maps when enabled)."""
-    from neuralrender.graphics.shading import blinn_phong, shadow_lookup, shadow_map
-    from neuralrender.graphics.texture import build_mipmaps
+                 progress=None, texture_filter: str = "bilinear") -> SceneRender:
+    """Render cameras [N] of the scene in batches through the graphics core: graphics.gbuffer's
+    render_gbuffer (textures by material, two-sided normals) and shade (Blinn-Phong with the spec's
+    lights, per-object specular strength and shininess, shadow maps when enabled)."""
+    from neuralrender.graphics.gbuffer import render_gbuffer, shade
+    from neuralrender.graphics.shading import shadow_lookup, shadow_map
 
     mesh = smesh.mesh
     lights = _lights(spec)
     shadow_cams = _shadow_cameras(spec, mesh) if (spec.shadows and lights) else []
     smaps = [shadow_map(c, mesh.verts, mesh.faces) for c in shadow_cams]
-    bg = torch.tensor(spec.background, dtype=torch.float32).view(1, 3, 1, 1)
-    mips = [build_mipmaps(t) for t in mesh.textures]
     outs = []
     for s in range(0, cameras.batch_size, batch):
         cams = cameras[s : s + batch]
-        g = _gbuffer(cams, mesh, mips)
-        m = g["mask"]
-        fid = g["face_id"].clamp_min(0)
-        ks = smesh.specular[fid].unsqueeze(-1)
+        g = render_gbuffer(cams, mesh, channels=("mask", "face_id", "depth", "positions", "normals", "labels",
+                                                 "albedo"), two_sided=True, texture_filter=texture_filter)
+        m = g["mask"][:, 0] > 0
+        fid = g["face_id"][:, 0].clamp_min(0)
+        ks = smesh.specular[fid].unsqueeze(-1)  # channel-last [B,H,W,1], as blinn_phong takes it
         shin = smesh.shininess[fid].unsqueeze(-1)
         shadow = None
-        if smaps:  # looked up at the covered pixels only
-            shadow = torch.ones(*m.shape, len(smaps))
-            pts = g["points"][m][None]
+        if smaps:  # visibility per light [B,L,H,W], looked up at the covered pixels only
+            shadow = torch.ones(m.shape[0], len(smaps), *m.shape[1:])
+            pts = g["positions"].permute(0, 2, 3, 1)[m][None]
             for k, (sm, c) in enumerate(zip(smaps, shadow_cams)):
-                shadow[..., k][m] = shadow_lookup(sm, c, pts)[0]
-        rgb = blinn_phong(g["normals"], g["points"], cams.centers, lights, albedo=g["albedo"], specular=ks,
-                          shininess=shin, ambient=spec.ambient, shadow=shadow) if lights else \
-            g["albedo"] * spec.ambient
-        img = rgb.permute(0, 3, 1, 2).clamp(0, 1)
-        mk = m.unsqueeze(1).float()
-        img = img * mk + bg * (1 - mk)
-        labels = torch.where(m, mesh.labels[fid], torch.zeros_like(fid)).unsqueeze(1)
-        outs.append(SceneRender(img, (g["depth"] * m).unsqueeze(1), labels, mk))
+                shadow[:, k][m] = shadow_lookup(sm, c, pts)[0]
+        if lights:
+            img = shade(g, cams, lights, model="blinn_phong", ambient=spec.ambient, specular=ks,
+                        shininess=shin, shadow=shadow, background=spec.background)
+        else:
+            img = shade(g, cams, model="albedo", background=spec.background) * spec.ambient
+        labels = g["labels"].clamp_min(0)
+        outs.append(SceneRender(img.clamp(0, 1), g["depth"] * g["mask"], labels, g["mask"]))
         if progress is not None:
             progress(min(s + batch, cameras.batch_size))
     return SceneRender(*(torch.cat([getattr(o, f) for o in outs]) for f in ("images", "depth", "labels", "mask")))
-
-
-def _gbuffer(cams: Cameras, mesh: M.Mesh, mipmaps: list) -> dict:
-    """Per-pixel attributes [B,H,W,...]: face_id, mask, depth, points, normals (facing the camera), albedo.
-    mipmaps: build_mipmaps(tex) for each of mesh.textures."""
-    from neuralrender.graphics.interpolate import interpolate
-    from neuralrender.graphics.raster import rasterize
-    from neuralrender.graphics.texture import texture
-
-    frags = rasterize(cams, mesh.verts, mesh.faces)
-    mask = frags.face_id >= 0
-    fid = frags.face_id.clamp_min(0)
-    points = interpolate(mesh.verts, frags)
-    normals = torch.nn.functional.normalize(interpolate(mesh.vertex_normals(), frags), dim=-1)
-    view = cams.centers[:, None, None, :] - points
-    flip = (normals * view).sum(-1, keepdim=True) < 0
-    normals = torch.where(flip, -normals, normals)
-    albedo = interpolate(mesh.colors, frags) if mesh.colors is not None else torch.ones_like(points)
-    if mesh.textures:
-        uv, uv_da = interpolate(mesh.uvs, frags, faces=mesh.uv_faces(), return_derivatives=True)
-        mat = torch.where(mask, mesh.face_material[fid], torch.full_like(fid, -1))
-        for k, tex in enumerate(mesh.textures):
-            sel = mat == k
-            if bool(sel.any()):  # sample only the pixels of this material, as a [1,N,1] "image"
-                col = texture(tex, uv[sel][None, :, None], filter="mipmap", uv_da=uv_da[sel][None, :, None],
-                              mipmaps=mipmaps[k])
-                albedo[sel] = col[0, :3, :, 0].t()
-    return {"face_id": frags.face_id, "mask": mask, "depth": frags.depth, "points": points,
-            "normals": normals, "albedo": albedo}
 
 
 # ---------------------------------------------------------------------------------------------
