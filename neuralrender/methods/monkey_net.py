@@ -1,0 +1,114 @@
+"""`monkey-net`: Monkey-Net (Siarohin et al., "Animating Arbitrary Objects via Deep Motion Transfer", CVPR 2019).
+
+Keypoints without Jacobians (zeroth-order: each keypoint moves its neighbourhood by a pure translation),
+a motion network that predicts motion masks over the K translations + background and combines them into
+one dense flow, and a U-Net generator whose encoder features are warped by that flow at EVERY level
+(skip connections included) with the keypoint-heatmap difference given to the decoder. Trained on frame
+pairs with a multi-scale L1 reconstruction loss and keypoint equivariance. The paper adds a GAN and
+feature-matching loss; we train without them (same losses as our fomm, so the comparison isolates motion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from neuralrender.graphics.tps import random_tps
+from neuralrender.losses.equivariance import equivariance_losses
+from neuralrender.losses.pyramid import pyramid_l1
+from neuralrender.methods._animation import AnimationDataConfig, KeypointAnimationMethod
+from neuralrender.nn.blocks import norm_layer
+from neuralrender.nn.dense_motion import DenseMotionNetwork, deform
+from neuralrender.nn.hourglass import DownBlock, UpBlock
+from neuralrender.nn.keypoints import KeypointDetector, keypoint_heatmaps
+from neuralrender.registry import register
+
+
+@dataclass
+class MonkeyNetConfig(AnimationDataConfig):
+    num_kp: int = field(default=10, metadata={"help": "number of keypoints"})
+    kp_width: int = field(default=16, metadata={"help": "block expansion of the keypoint detector hourglass"})
+    kp_blocks: int = field(default=3, metadata={"help": "down blocks of the keypoint detector hourglass"})
+    motion_width: int = field(default=16, metadata={"help": "block expansion of the motion-mask hourglass"})
+    motion_blocks: int = field(default=3, metadata={"help": "down blocks of the motion-mask hourglass"})
+    max_features: int = field(default=128, metadata={"help": "channel cap"})
+    gen_width: int = field(default=16, metadata={"help": "channels of the generator's first layer"})
+    gen_down: int = field(default=3, metadata={"help": "down blocks of the U-Net generator"})
+    kp_scale: float = field(default=0.5, metadata={"help": "the detector and motion network see the image scaled by this"})
+    temperature: float = field(default=0.1, metadata={"help": "soft-argmax temperature"})
+    kp_variance: float = field(default=0.01, metadata={"help": "variance of keypoint Gaussians (normalized units)"})
+    norm: str = field(default="batch", metadata={"help": "normalization layers"})
+    w_rec: float = field(default=10.0, metadata={"help": "weight of the multi-scale L1 reconstruction loss"})
+    w_equi_value: float = field(default=10.0, metadata={"help": "weight of the keypoint equivariance loss"})
+    sigma_affine: float = field(default=0.05, metadata={"help": "std of the random affine part of the TPS"})
+    sigma_tps: float = field(default=0.005, metadata={"help": "std of the random TPS weights"})
+    points_tps: int = field(default=5, metadata={"help": "TPS control grid is points x points"})
+
+
+class MotionTransferGenerator(nn.Module):
+    """U-Net whose encoder features are all warped by the dense flow; (source, kp_driving, kp_source) ->
+    {"prediction", "deformed", "deformation", "mask"}."""
+
+    def __init__(self, cfg: MonkeyNetConfig, channels: int = 3):
+        super().__init__()
+        w, mf, n = cfg.gen_width, cfg.max_features, cfg.norm
+        self.num_kp, self.kp_variance = cfg.num_kp, cfg.kp_variance
+        self.motion = DenseMotionNetwork(cfg.num_kp, channels, cfg.motion_width, cfg.motion_blocks, mf,
+                                         estimate_occlusion=False, kp_variance=cfg.kp_variance,
+                                         scale_factor=cfg.kp_scale, use_jacobian=False, norm=n)
+        self.first = nn.Sequential(nn.Conv2d(channels, w, 7, padding=3), norm_layer(n, w), nn.ReLU())
+        ch = [min(mf, w * 2**i) for i in range(cfg.gen_down + 1)]
+        self.down = nn.ModuleList(DownBlock(ch[i], ch[i + 1], n) for i in range(cfg.gen_down))
+        self.up = nn.ModuleList()
+        for i in reversed(range(cfg.gen_down)):
+            cin = ch[i + 1] if i == cfg.gen_down - 1 else 2 * ch[i + 1]
+            self.up.append(UpBlock(cin, ch[i], n))
+        self.final = nn.Conv2d(2 * w + cfg.num_kp, channels, 7, padding=3)
+
+    def forward(self, source, kp_driving, kp_source):
+        m = self.motion(source, kp_driving, kp_source)
+        grid = m["deformation"]
+        feats = [self.first(source)]
+        for d in self.down:
+            feats.append(d(feats[-1]))
+        feats = [deform(f, grid) for f in feats]
+        h = feats.pop()
+        for k, u in enumerate(self.up):
+            h = u(h)
+            h = torch.cat([h, feats.pop()], 1)
+        H, W = source.shape[-2:]
+        heat = keypoint_heatmaps(kp_driving["value"], H, W, self.kp_variance) - \
+            keypoint_heatmaps(kp_source["value"], H, W, self.kp_variance)
+        pred = torch.sigmoid(self.final(torch.cat([h, heat], 1)))
+        return {"prediction": pred, "deformation": grid, "mask": m["mask"], "deformed": deform(source, grid)}
+
+
+@register("monkey-net")
+class MonkeyNet(KeypointAnimationMethod):
+    description = "Monkey-Net: keypoints + zeroth-order motion + motion masks + U-Net generator warping all levels"
+    Config = MonkeyNetConfig
+
+    def __init__(self, cfg: MonkeyNetConfig, info):
+        super().__init__(cfg, info)
+        c = info.get("channels", 3)
+        self.kp_detector = KeypointDetector(cfg.num_kp, c, cfg.kp_width, cfg.kp_blocks, cfg.max_features,
+                                            cfg.temperature, False, cfg.kp_scale, cfg.norm)
+        self.generator = MotionTransferGenerator(cfg, c)
+
+    def generate(self, source, kp_driving, kp_source):
+        return self.generator(source, kp_driving, kp_source)
+
+    def loss(self, phase, batch, step):
+        cfg = self.cfg
+        src, drv = batch["source"], batch["driving"]
+        out = self.reconstruct(src, drv)
+        rec = pyramid_l1(out["prediction"], drv)
+        tps = random_tps(drv.shape[0], cfg.sigma_affine, cfg.sigma_tps, cfg.points_tps, device=drv.device)
+        eq = equivariance_losses(self.kp_detector, drv, out["kp_driving"], tps, jacobian=False)
+        loss = cfg.w_rec * rec + cfg.w_equi_value * eq["equivariance_value"]
+        return loss, {"rec": rec.item(), "equi_value": eq["equivariance_value"].item()}
+
+    def render_extras(self, out, batch):
+        return {**super().render_extras(out, batch), "deformed": out["deformed"]}
