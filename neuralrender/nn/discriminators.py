@@ -44,10 +44,14 @@ class PatchDiscriminator(nn.Module):
         layers.append(nn.Sequential(sn(nn.Conv2d(chans[-1], 1, 4, 1, 1))))
         self.layers = nn.ModuleList(layers)
         self.in_channels = in_channels
+        self.min_size = 3 * 2**n_layers  # smallest input side that leaves a logits map of at least 1x1
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise NeuralRenderError(f"PatchDiscriminator expects [B,{self.in_channels},H,W], got {tuple(x.shape)}")
+        if min(x.shape[-2:]) < self.min_size:
+            raise NeuralRenderError(f"PatchDiscriminator with {len(self.layers) - 2} layers needs inputs of at least "
+                                    f"{self.min_size}x{self.min_size}, got {tuple(x.shape[-2:])}")
         feats = []
         for layer in self.layers:
             x = layer(x)
@@ -58,7 +62,9 @@ class PatchDiscriminator(nn.Module):
 class MultiScaleDiscriminator(nn.Module):
     """x [B,C,H,W] -> [features of scale 0 (full res), scale 1 (H/2), ...]: num_d lists from PatchDiscriminator.
 
-    Inputs between scales are downsampled with 3x3 average pooling, stride 2 (count_include_pad=False).
+    Inputs between scales are downsampled with 3x3 average pooling, stride 2 (count_include_pad=False). Scales
+    whose input would be smaller than a PatchDiscriminator's min_size are skipped (so a small image, e.g. in a
+    coarse training stage, gets fewer scales); scale 0 always runs.
     """
 
     def __init__(self, in_channels: int, num_d: int = 2, width: int = 64, n_layers: int = 3, norm: str = "instance",
@@ -74,6 +80,8 @@ class MultiScaleDiscriminator(nn.Module):
         for k, d in enumerate(self.scales):
             if k > 0:
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+                if min(x.shape[-2:]) < d.min_size:
+                    break
             outs.append(d(x))
         return outs
 

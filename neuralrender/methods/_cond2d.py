@@ -1,0 +1,78 @@
+"""What pix2pix, pix2pixhd and vid2vid share: the condition-task config fields, data building, clip evaluation
+(per-frame PSNR/SSIM and the temporal warping error) and the condition | output | ground truth renders.
+
+Not a method (the registry skips modules starting with '_'); the three method modules import it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from neuralrender.data.conditions import CondVideoDataset, build_task
+from neuralrender.graphics.draw import colorize_labels
+from neuralrender.graphics.flow import warping_error
+from neuralrender.methods.base import DataBundle
+from neuralrender.metrics import psnr, ssim
+
+
+@dataclass
+class CondTaskConfig:
+    task: Literal["scene", "face", "body"] = field(default="scene", metadata={
+        "help": "labels->scene (default scene's semantic G-buffer), edges->face (talking head), pose->body (Weizmann)"})
+    size: int = field(default=64, metadata={"help": "image size (square)"})
+    frames: int = field(default=0, metadata={"help": "frames per sequence (0 = task default: all; scene path: 100)"})
+    eval_clip: int = field(default=8, metadata={"help": "frames per held-out evaluation clip (non-overlapping)"})
+    gan_mode: Literal["lsgan", "vanilla", "hinge"] = field(default="lsgan", metadata={"help": "adversarial loss"})
+    lambda_gan: float = field(default=1.0, metadata={"help": "weight of the adversarial term"})
+
+
+@functools.lru_cache(maxsize=4)
+def _sequences(task: str, size: int, frames: int):
+    return build_task(task, size=size, frames=frames or None)
+
+
+def build_cond_data(cfg, train_clip: int) -> DataBundle:
+    """Train clips of train_clip frames (hop 1) and held-out clips of cfg.eval_clip frames (hop eval_clip)."""
+    seqs, info = _sequences(cfg.task, cfg.size, cfg.frames)
+    train = CondVideoDataset(seqs, "train", clip_len=train_clip)
+    val = CondVideoDataset(seqs, "val", clip_len=cfg.eval_clip, hop=cfg.eval_clip)
+    images = torch.cat([s.target[: len(s) - math.ceil(0.2 * len(s))] for s in seqs])  # the train frames
+    out = {"cond_channels": train.cond_channels, "mean_image": images.mean(0),
+           "num_classes": info.get("num_classes", 1)}
+    return DataBundle(train, val, out)
+
+
+def cond_to_rgb(cond: torch.Tensor, task: str) -> torch.Tensor:
+    """A viewable picture of conditions [B,C,H,W] -> [B,3,H,W]."""
+    if task == "scene":  # one-hot labels + boundary map
+        lab = cond[:, :-1].argmax(1, keepdim=True)
+        rgb = colorize_labels(lab, cond.shape[1] - 1)
+        return rgb * (1 - cond[:, -1:])  # boundaries in black
+    if cond.shape[1] == 3:
+        return cond.clamp(0, 1)
+    return cond.amax(1, keepdim=True).expand(-1, 3, -1, -1).clamp(0, 1)
+
+
+def clip_metrics(video: torch.Tensor, batch: dict, mean_image: torch.Tensor | None = None) -> dict[str, float]:
+    """video [B,T,3,H,W] generated for the batch's clips -> per-frame psnr, ssim (means) and the warping error
+    (x1000, lower = smoother) of the output and of the ground truth, plus the mean-image baseline's PSNR."""
+    real = batch["image"]
+    B, T = real.shape[:2]
+    f, r = video.flatten(0, 1), real.flatten(0, 1)
+    out = {"psnr": psnr(f, r).mean().item(), "ssim": ssim(f, r).mean().item()}
+    if T > 1:
+        out["warp_err"] = 1000 * warping_error(video, batch["flow"], batch["flow_mask"]).mean().item()
+        out["warp_err_gt"] = 1000 * warping_error(real, batch["flow"], batch["flow_mask"]).mean().item()
+    if mean_image is not None:
+        out["psnr_mean_image"] = psnr(mean_image.expand_as(r), r).mean().item()
+    return out
+
+
+def side_by_side(cond_rgb: torch.Tensor, output: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """[B,T,3,H,W] x3 -> [B,T,3,H,3W]: condition | output | ground truth."""
+    return torch.cat([cond_rgb, output, real], -1)

@@ -1,0 +1,210 @@
+"""`vid2vid` (Wang et al., NeurIPS 2018): sequential conditional video synthesis.
+
+Frame t comes from the conditions t-L..t and the generated frames t-L..t-1 (L = `n_prev`, 2 by default) as
+(1 - m) * warp(previous output, w) + m * h: a predicted flow w, an occlusion mask m and a hallucinated image h
+(neuralrender.nn.generators.SequentialGenerator). The first frame of a sequence has no history and is pure
+hallucination. Losses: L1, an image discriminator (multi-scale PatchGAN on condition + frame) with feature
+matching, a flow-conditioned multi-scale video discriminator over K consecutive frames
+(neuralrender.nn.discriminators.VideoDiscriminator), the flow loss |w - w_gt| and the warp loss
+|warp(x_{t-1}, w) - x_t| (both masked by the ground-truth flow's validity). The ground-truth flow is the
+graphics core's exact flow for rendered scenes and OpenCV DIS for real videos (neuralrender.data.conditions).
+
+Progressive training: spatially, the first `spatial_steps` steps run at half resolution (inputs and flows
+downsampled); temporally, the training clip starts at `clip_start` frames and doubles every `temporal_every`
+steps up to `clip_len` (see `progressive_schedule`). Histories are detached (no backpropagation through time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from neuralrender.graphics.warp import warp
+from neuralrender.losses.gan import discriminator_loss, feature_matching_loss, generator_loss
+from neuralrender.methods._cond2d import (CondTaskConfig, build_cond_data, clip_metrics, cond_to_rgb,
+                                          side_by_side)
+from neuralrender.methods.base import Method
+from neuralrender.nn.discriminators import MultiScaleDiscriminator, VideoDiscriminator
+from neuralrender.nn.generators import SequentialGenerator
+from neuralrender.registry import register
+
+
+@dataclass
+class Vid2VidConfig(CondTaskConfig):
+    n_prev: int = field(default=2, metadata={"help": "L: past frames (and L+1 conditions) fed to the generator"})
+    width: int = field(default=32, metadata={"help": "generator channels of the first layer"})
+    n_down: int = field(default=3, metadata={"help": "generator stride-2 convs"})
+    n_blocks: int = field(default=4, metadata={"help": "generator residual blocks"})
+    num_d: int = field(default=2, metadata={"help": "scales of both discriminators"})
+    d_width: int = field(default=32, metadata={"help": "discriminator channels of the first layer"})
+    d_layers: int = field(default=3, metadata={"help": "stride-2 layers per discriminator"})
+    k_frames: int = field(default=3, metadata={"help": "K: frames seen by the video discriminator"})
+    clip_len: int = field(default=6, metadata={"help": "training clip length at the end of the temporal schedule"})
+    clip_start: int = field(default=3, metadata={"help": "training clip length at the start"})
+    temporal_every: int = field(default=300, metadata={"help": "steps between doublings of the clip length"})
+    spatial_steps: int = field(default=300, metadata={"help": "steps at half resolution first (0 = off)"})
+    lambda_l1: float = field(default=100.0, metadata={"help": "L1 weight"})
+    lambda_feat: float = field(default=10.0, metadata={"help": "feature matching weight"})
+    lambda_video: float = field(default=1.0, metadata={"help": "video discriminator weight"})
+    lambda_flow: float = field(default=10.0, metadata={"help": "flow loss weight (|w - w_gt|, pixels)"})
+    lambda_warp: float = field(default=10.0, metadata={"help": "warp loss weight"})
+
+
+def progressive_schedule(step: int, spatial_steps: int, clip_start: int, clip_len: int,
+                         temporal_every: int) -> tuple[float, int]:
+    """(resolution scale, clip length) at `step`: scale 0.5 before spatial_steps, else 1; the clip length starts at
+    clip_start and doubles every temporal_every steps (counted from the start), capped at clip_len."""
+    scale = 0.5 if step < spatial_steps else 1.0
+    t = clip_start * 2 ** (step // temporal_every) if temporal_every > 0 else clip_len
+    return scale, int(min(clip_len, max(2, t)))
+
+
+def _down(x: torch.Tensor, kind: str = "mean") -> torch.Tensor:
+    """Halve [N,C,H,W]: mean (images, conditions), flow (mean, values halved), mask (min)."""
+    if kind == "mask":
+        return -F.max_pool2d(-x, 2)
+    y = F.avg_pool2d(x, 2)
+    return y * 0.5 if kind == "flow" else y
+
+
+@register("vid2vid")
+class Vid2Vid(Method):
+    description = "vid2vid: sequential generator (flow-warped previous frame + hallucination), image + video D"
+    Config = Vid2VidConfig
+    phases = ("d", "g")
+    train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 4, "steps": 2000, "eval_every": 500,
+                      "ckpt_every": 500, "eval_batches": 0}
+
+    @classmethod
+    def build_data(cls, cfg, data, seed):
+        return build_cond_data(cfg, train_clip=cfg.clip_len)
+
+    def __init__(self, cfg: Vid2VidConfig, info):
+        super().__init__(cfg, info)
+        c = info["cond_channels"]
+        self.generator = SequentialGenerator(c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks)
+        self.d_image = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
+        self.d_video = VideoDiscriminator(3, cfg.k_frames, cfg.num_d, cfg.d_width, cfg.d_layers)
+        self.register_buffer("mean_image", info["mean_image"].float().clone())
+        self._fake = None
+
+    def parameters_for(self, phase):
+        if phase == "d":
+            return list(self.d_image.parameters()) + list(self.d_video.parameters())
+        return list(self.generator.parameters())
+
+    # ---- generation ---------------------------------------------------------------------------------
+    def _window(self, seq: torch.Tensor, t: int) -> torch.Tensor:
+        """Frames t-L..t of seq [B,T,C,H,W] stacked on channels (frame 0 repeated before the start)."""
+        L = self.cfg.n_prev
+        idx = [max(0, k) for k in range(t - L, t + 1)]
+        return seq[:, idx].flatten(1, 2)
+
+    def generate(self, cond: torch.Tensor, detach_history: bool = True) -> dict[str, torch.Tensor]:
+        """cond [B,T,C,H,W] -> {image, hallucinated, warped [B,T,3,H,W], flow [B,T,2,H,W], mask [B,T,1,H,W]},
+        frame by frame from no history."""
+        T, L = cond.shape[1], self.cfg.n_prev
+        outs: list[dict] = []
+        for t in range(T):
+            if t == 0:
+                prev = None
+            else:
+                hist = [outs[max(0, k)]["image"] for k in range(t - L, t)]
+                prev = torch.cat([h.detach() if detach_history else h for h in hist], 1)
+            outs.append(self.generator(self._window(cond, t), prev))
+        return {k: torch.stack([o[k] for o in outs], 1) for k in outs[0]}
+
+    # ---- training -----------------------------------------------------------------------------------
+    def schedule(self, step: int) -> tuple[float, int]:
+        c = self.cfg
+        return progressive_schedule(step, c.spatial_steps, c.clip_start, c.clip_len, c.temporal_every)
+
+    def _batch_at(self, batch: dict, step: int) -> dict:
+        scale, T = self.schedule(step) if self.training else (1.0, batch["cond"].shape[1])
+        b = {k: batch[k][:, :T] for k in ("cond", "image", "flow", "flow_mask")}
+        if scale != 1.0:
+            B = b["cond"].shape[0]
+            for k, kind in (("cond", "mean"), ("image", "mean"), ("flow", "flow"), ("flow_mask", "mask")):
+                d = _down(b[k].flatten(0, 1), kind)
+                b[k] = d.reshape(B, T, *d.shape[1:])
+        return b
+
+    def _video_windows(self, frames: torch.Tensor, flows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All K-frame windows of frames [B,T,3,H,W] with their flows -> ([N,K,3,H,W], [N,K-1,2,H,W])."""
+        K, T = self.cfg.k_frames, frames.shape[1]
+        starts = range(0, T - K + 1)
+        fr = torch.cat([frames[:, s:s + K] for s in starts])
+        fl = torch.cat([flows[:, s + 1:s + K] for s in starts])
+        return fr, fl
+
+    def loss(self, phase, batch, step):
+        b = self._batch_at(batch, step)
+        cond, real, gt_flow, gt_mask = b["cond"], b["image"], b["flow"], b["flow_mask"]
+        if phase == "d" or self._fake is None or self._fake[0] != step:
+            self._fake = (step, self.generate(cond))
+        out = self._fake[1]
+        fake = out["image"]
+        ci, ri, fi = cond.flatten(0, 1), real.flatten(0, 1), fake.flatten(0, 1)
+        use_video = real.shape[1] >= self.cfg.k_frames and self.cfg.lambda_video > 0
+        if phase == "d":
+            d_img = discriminator_loss(self.d_image(torch.cat([ci, ri], 1)),
+                                       self.d_image(torch.cat([ci, fi.detach()], 1)), self.cfg.gan_mode)
+            total, logs = d_img, {"d_image": d_img.item()}
+            if use_video:
+                rw, fl = self._video_windows(real, gt_flow)
+                fw, _ = self._video_windows(fake.detach(), gt_flow)
+                d_vid = discriminator_loss(self.d_video(rw, fl), self.d_video(fw, fl), self.cfg.gan_mode)
+                total = total + d_vid
+                logs["d_video"] = d_vid.item()
+            return total, logs
+        self._fake = None
+        c = self.cfg
+        d_fake = self.d_image(torch.cat([ci, fi], 1))
+        with torch.no_grad():
+            d_real = self.d_image(torch.cat([ci, ri], 1))
+        adv = generator_loss(d_fake, c.gan_mode)
+        fm = feature_matching_loss(d_real, d_fake, c.lambda_feat)
+        l1 = F.l1_loss(fake, real)
+        # flow and warp losses on frames 1.. (frame 0 has no previous frame)
+        m = gt_mask[:, 1:].flatten(0, 1)
+        w = out["flow"][:, 1:].flatten(0, 1)
+        denom = m.sum().clamp_min(1.0)
+        flow_l = ((w - gt_flow[:, 1:].flatten(0, 1)).abs().sum(1, keepdim=True) * m).sum() / denom
+        warped_real = warp(real[:, :-1].flatten(0, 1), w, padding="border")
+        warp_l = ((warped_real - real[:, 1:].flatten(0, 1)).abs().mean(1, keepdim=True) * m).sum() / denom
+        total = c.lambda_gan * adv + fm + c.lambda_l1 * l1 + c.lambda_flow * flow_l + c.lambda_warp * warp_l
+        logs = {"g_adv": adv.item(), "feat_match": fm.item(), "l1": l1.item(), "flow": flow_l.item(),
+                "warp": warp_l.item(), "clip_len": float(real.shape[1]), "scale": float(real.shape[-1] / batch["image"].shape[-1])}
+        if use_video:
+            fw, fl = self._video_windows(fake, gt_flow)
+            rw, _ = self._video_windows(real, gt_flow)
+            v_fake = self.d_video(fw, fl)
+            with torch.no_grad():
+                v_real = self.d_video(rw, fl)
+            adv_v = generator_loss(v_fake, c.gan_mode) + feature_matching_loss(v_real, v_fake, c.lambda_feat)
+            total = total + c.lambda_video * adv_v
+            logs["g_video"] = adv_v.item()
+        return total, logs
+
+    # ---- evaluation and renders ---------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_clip(self, cond: torch.Tensor) -> torch.Tensor:
+        """cond [B,T,C,H,W] -> video [B,T,3,H,W] (sequential, from no history)."""
+        return self.generate(cond)["image"]
+
+    @torch.no_grad()
+    def evaluate(self, batch):
+        return clip_metrics(self.generate_clip(batch["cond"]), batch, self.mean_image)
+
+    @torch.no_grad()
+    def render(self, batch):
+        cond = batch["cond"]
+        out = self.generate(cond)
+        video = out["image"]
+        crgb = cond_to_rgb(cond.flatten(0, 1), self.cfg.task).reshape(video.shape)
+        return {"video": side_by_side(crgb, video, batch["image"]),
+                "parts": torch.cat([out["warped"][:, -1], out["hallucinated"][:, -1],
+                                    out["mask"][:, -1].expand(-1, 3, -1, -1)], 0),
+                "frames": torch.cat([crgb[:, -1], video[:, -1], batch["image"][:, -1]], 0)}
