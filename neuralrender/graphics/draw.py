@@ -9,6 +9,8 @@ the ramp is hit. Points that are NaN or have visibility 0 are not drawn.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -49,15 +51,29 @@ def _colors(colors, n: int, batch: int, ref: torch.Tensor) -> torch.Tensor:
     return c.expand(batch, n, c.shape[-1])
 
 
-def _composite(coverage: torch.Tensor, colors: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
-    """Paint items in order ('over'): coverage [B,N,H,W], colors [B,N,C] -> [B,C,H,W] (+ alpha)."""
-    B, N, H, W = coverage.shape
-    C = colors.shape[-1]
-    out = coverage.new_zeros(B, C, H, W) if background is None else background.clone()
-    for k in range(N):
-        a = coverage[:, k : k + 1]
-        out = out * (1 - a) + colors[:, k, :, None, None] * a
-    return out
+def _box(pts, pad: float, height: int, width: int):
+    """Integer pixel box (y0, y1, x0, x1) covering the (x, y) points (python floats) +- pad, clipped."""
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0 = max(0, int(math.floor(min(xs) - pad)))
+    y0 = max(0, int(math.floor(min(ys) - pad)))
+    x1 = min(width, int(math.ceil(max(xs) + pad)) + 1)
+    y1 = min(height, int(math.ceil(max(ys) + pad)) + 1)
+    return y0, y1, x0, x1
+
+
+def _paint(out: torch.Tensor, b: int, box, coverage: torch.Tensor, color: torch.Tensor) -> None:
+    """'Over' compositing of one item into out[b] inside box: coverage [h,w], color [C]."""
+    y0, y1, x0, x1 = box
+    old = out[b, :, y0:y1, x0:x1].clone()
+    out[b, :, y0:y1, x0:x1] = old * (1 - coverage) + color[:, None, None] * coverage
+
+
+def _canvas(B: int, C: int, height: int, width: int, ref: torch.Tensor, background) -> torch.Tensor:
+    if background is None:
+        return ref.new_zeros(B, C, height, width)
+    if tuple(background.shape) != (B, C, height, width):
+        raise NeuralRenderError(f"background must be [{B},{C},{height},{width}], got {tuple(background.shape)}")
+    return background.to(ref.dtype).clone()
 
 
 def _visible(points: torch.Tensor, visibility: torch.Tensor | None) -> torch.Tensor:
@@ -78,19 +94,32 @@ def draw_landmarks(points: torch.Tensor, height: int, width: int, radius: float 
         raise NeuralRenderError(f"points must be [B,N,2], got {tuple(points.shape)}")
     B, N, _ = points.shape
     vis = _visible(points, visibility)
-    p = torch.where(vis[..., None], points, torch.zeros_like(points))
+    col = _colors(colors, N, B, points)
+    out = _canvas(B, col.shape[-1], height, width, points, background)
     grid = pixel_centers(height, width, points.dtype, points.device)  # [H,W,2]
-    d = torch.linalg.norm(grid[None, None] - p[:, :, None, None, :] + 1e-12, dim=-1)  # [B,N,H,W]
-    cov = (radius + 0.5 - d).clamp(0, 1) * vis[..., None, None]
-    return _composite(cov, _colors(colors, N, B, points), background)
+    visible = vis.cpu().tolist()
+    where = torch.nan_to_num(points.detach()).cpu().tolist()
+    for k in range(N):
+        for b in range(B):
+            if visible[b][k]:
+                box = _box([where[b][k]], radius + 1.0, height, width)
+                if box[0] < box[1] and box[2] < box[3]:
+                    _paint(out, b, box, _disc(grid[box[0]:box[1], box[2]:box[3]], points[b, k], radius), col[b, k])
+    return out
+
+
+def _disc(grid: torch.Tensor, centre: torch.Tensor, radius: float) -> torch.Tensor:
+    """Anti-aliased disc coverage: grid [h,w,2], centre [2] -> [h,w]."""
+    d = torch.sqrt(((grid - centre) ** 2).sum(-1) + 1e-20)  # eps keeps the gradient finite at d = 0
+    return (radius + 0.5 - d).clamp(0, 1)
 
 
 def _segment_distance(grid: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Distance from each pixel centre grid [H,W,2] to segments a,b [B,E,2] -> [B,E,H,W]."""
-    ab = (b - a)[:, :, None, None, :]
-    ap = grid[None, None] - a[:, :, None, None, :]
-    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
-    return torch.linalg.norm(ap - t[..., None] * ab + 1e-12, dim=-1)
+    """Distance from each pixel centre grid [h,w,2] to the segment a-b ([2] each) -> [h,w]."""
+    ab = b - a
+    ap = grid - a
+    t = ((ap * ab).sum(-1) / (ab * ab).sum().clamp_min(1e-12)).clamp(0, 1)
+    return torch.sqrt(((ap - t[..., None] * ab) ** 2).sum(-1) + 1e-20)
 
 
 def draw_skeleton(joints: torch.Tensor, edges, height: int, width: int, thickness: float = 3.0, colors=None,
@@ -111,22 +140,36 @@ def draw_skeleton(joints: torch.Tensor, edges, height: int, width: int, thicknes
         raise NeuralRenderError(f"edges index joints outside [0, {J - 1}]")
     E = e.shape[0]
     vis = _visible(joints, visibility)
-    p = torch.where(vis[..., None], joints, torch.zeros_like(joints))
-    grid = pixel_centers(height, width, joints.dtype, joints.device)
-    d = _segment_distance(grid, p[:, e[:, 0]], p[:, e[:, 1]])  # [B,E,H,W]
-    evis = vis[:, e[:, 0]] & vis[:, e[:, 1]]
-    cov = (thickness / 2 + 0.5 - d).clamp(0, 1) * evis[..., None, None]
     col = _colors(colors, E, B, joints)
+    out = _canvas(B, col.shape[-1], height, width, joints, background)
+    grid = pixel_centers(height, width, joints.dtype, joints.device)
+    evis = (vis[:, e[:, 0]] & vis[:, e[:, 1]]).cpu().tolist()
+    where = torch.nan_to_num(joints.detach()).cpu().tolist()
+    el = e.cpu().tolist()
+    pad = thickness / 2 + 1.0
+    for k, (ja, jb) in enumerate(el):
+        for b in range(B):
+            if not evis[b][k]:
+                continue
+            pa, pb = joints[b, ja], joints[b, jb]
+            box = _box([where[b][ja], where[b][jb]], pad, height, width)
+            if box[0] < box[1] and box[2] < box[3]:
+                d = _segment_distance(grid[box[0]:box[1], box[2]:box[3]], pa, pb)
+                _paint(out, b, box, (thickness / 2 + 0.5 - d).clamp(0, 1), col[b, k])
     if joint_radius > 0 and E:
-        first_edge = torch.full((J,), -1, dtype=torch.long, device=joints.device)
+        first_edge = [-1] * J
         for k in range(E - 1, -1, -1):
-            first_edge[e[k]] = k
-        has = first_edge >= 0
-        dj = torch.linalg.norm(grid[None, None] - p[:, :, None, None, :] + 1e-12, dim=-1)
-        cj = (joint_radius + 0.5 - dj).clamp(0, 1) * (vis & has)[..., None, None]
-        cov = torch.cat([cov, cj], 1)
-        col = torch.cat([col, col[:, first_edge.clamp_min(0)]], 1)
-    return _composite(cov, col, background)
+            first_edge[el[k][0]] = first_edge[el[k][1]] = k
+        jvis = vis.cpu().tolist()
+        for j in range(J):
+            for b in range(B):
+                if first_edge[j] < 0 or not jvis[b][j]:
+                    continue
+                box = _box([where[b][j]], joint_radius + 1.0, height, width)
+                if box[0] < box[1] and box[2] < box[3]:
+                    _paint(out, b, box, _disc(grid[box[0]:box[1], box[2]:box[3]], joints[b, j], joint_radius),
+                           col[b, first_edge[j]])
+    return out
 
 
 def gaussian_heatmaps(points: torch.Tensor, height: int, width: int, sigma: float = 2.0,
@@ -139,9 +182,11 @@ def gaussian_heatmaps(points: torch.Tensor, height: int, width: int, sigma: floa
         raise NeuralRenderError(f"points must be [B,N,2], got {tuple(points.shape)}")
     vis = _visible(points, visibility)
     p = torch.where(vis[..., None], points, torch.zeros_like(points))
-    grid = pixel_centers(height, width, points.dtype, points.device)
-    d2 = ((grid[None, None] - p[:, :, None, None, :]) ** 2).sum(-1)
-    return torch.exp(-d2 / (2 * sigma**2)) * vis[..., None, None]
+    x = torch.arange(width, dtype=points.dtype, device=points.device) + 0.5
+    y = torch.arange(height, dtype=points.dtype, device=points.device) + 0.5
+    gx = torch.exp(-((x - p[..., :1]) ** 2) / (2 * sigma**2))  # [B,N,W]  (separable Gaussian)
+    gy = torch.exp(-((y - p[..., 1:]) ** 2) / (2 * sigma**2))  # [B,N,H]
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2) * vis[..., None, None].to(points.dtype)
 
 
 def _labels_bhw(labels: torch.Tensor) -> torch.Tensor:
