@@ -1,0 +1,139 @@
+"""GAN building blocks: generator / discriminator shapes at several sizes, GAN losses, feature matching,
+instance features and multimodal sampling, vid2vid's progressive-training switch points."""
+
+import pytest
+import torch
+
+from neuralrender.errors import NeuralRenderError
+from neuralrender.losses.gan import discriminator_loss, feature_matching_loss, gan_loss, generator_loss
+from neuralrender.methods.vid2vid import progressive_schedule
+from neuralrender.nn.discriminators import MultiScaleDiscriminator, PatchDiscriminator, VideoDiscriminator
+from neuralrender.nn.encoders import FeatureBank, InstanceFeatureEncoder, instance_average, paint_instances
+from neuralrender.nn.generators import LocalEnhancer, ResnetGenerator, SequentialGenerator
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (48, 40), (64, 96), (37, 53)])
+def test_generator_shapes(hw):
+    torch.manual_seed(0)
+    x = torch.rand(2, 5, *hw)
+    y = ResnetGenerator(5, 3, width=8, n_down=3, n_blocks=1)(x)
+    assert y.shape == (2, 3, *hw) and 0 <= float(y.min()) and float(y.max()) <= 1
+    le = LocalEnhancer(5, 3, width=4, n_down_global=2, n_blocks_global=1, n_blocks_local=1)
+    assert le(x).shape == (2, 3, *hw)
+    assert le.global_only(x).shape == (2, 3, (hw[0] + 1) // 2, (hw[1] + 1) // 2)
+    sg = SequentialGenerator(5, n_prev=2, width=4, n_down=2, n_blocks=1)
+    out = sg(torch.rand(2, 15, *hw), torch.rand(2, 6, *hw))
+    assert out["image"].shape == (2, 3, *hw) and out["flow"].shape == (2, 2, *hw) and out["mask"].shape == (2, 1, *hw)
+    first = sg(torch.rand(2, 15, *hw), None)
+    assert torch.equal(first["image"], first["hallucinated"]) and bool((first["mask"] == 1).all())
+
+
+def test_sequential_generator_blends_warp_and_hallucination():
+    torch.manual_seed(0)
+    sg = SequentialGenerator(2, n_prev=1, width=4, n_down=1, n_blocks=1)
+    prev = torch.rand(1, 3, 16, 16)
+    out = sg(torch.rand(1, 4, 16, 16), prev)
+    # the flow head starts at zero: warped == previous frame, mask == 0.5
+    assert torch.allclose(out["warped"], prev, atol=1e-6)
+    assert torch.allclose(out["mask"], torch.full_like(out["mask"], 0.5))
+    assert torch.allclose(out["image"], 0.5 * prev + 0.5 * out["hallucinated"], atol=1e-6)
+
+
+@pytest.mark.parametrize("size,n_layers,logit", [(64, 3, 6), (32, 2, 6), (70, 3, 6), (128, 3, 14)])
+def test_patch_discriminator_shapes(size, n_layers, logit):
+    d = PatchDiscriminator(4, width=8, n_layers=n_layers)
+    feats = d(torch.rand(2, 4, size, size))
+    assert len(feats) == n_layers + 2
+    assert feats[-1].shape == (2, 1, logit, logit)
+
+
+def test_patch_discriminator_too_small_is_an_error():
+    with pytest.raises(NeuralRenderError, match="at least 24x24"):
+        PatchDiscriminator(3, 8, 3)(torch.rand(1, 3, 16, 16))
+
+
+def test_multiscale_discriminator_scales_and_skipping():
+    d = MultiScaleDiscriminator(3, num_d=3, width=8, n_layers=2)
+    out = d(torch.rand(2, 3, 64, 64))
+    assert [o[-1].shape[-1] for o in out] == [14, 6, 2]
+    assert len(d(torch.rand(2, 3, 24, 24))) == 2  # 24 -> 12 (the minimum for 2 layers) -> 6: two scales
+    small = d(torch.rand(2, 3, 20, 20))
+    assert len(small) == 1  # 20 -> 10 < 12: only the full-resolution scale runs
+
+
+def test_video_discriminator_checks_shapes():
+    d = VideoDiscriminator(3, k=3, num_d=2, width=8, n_layers=2)
+    out = d(torch.rand(2, 3, 3, 32, 32), torch.rand(2, 2, 2, 32, 32))
+    assert len(out) == 2 and out[0][0].shape[1] == 8
+    with pytest.raises(NeuralRenderError, match="flows"):
+        d(torch.rand(2, 3, 3, 32, 32), torch.rand(2, 3, 2, 32, 32))
+
+
+def test_gan_losses_known_values():
+    ones, zeros = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    assert gan_loss(ones, True, "lsgan").item() == 0 and gan_loss(ones, False, "lsgan").item() == 1
+    assert gan_loss(2 * ones, True, "hinge").item() == 0 and gan_loss(-ones, True, "hinge").item() == 2
+    assert gan_loss(-3 * ones, False, "hinge").item() == 0
+    assert gan_loss(3 * ones, True, "hinge", for_discriminator=False).item() == -3
+    assert abs(gan_loss(zeros, True, "vanilla").item() - 0.6931) < 1e-3
+    # perfect discriminator (real -> 1, fake -> 0): zero D loss, generator loss 1 per scale (lsgan)
+    assert discriminator_loss([[ones]] * 2, [[zeros]] * 2, "lsgan").item() == 0
+    assert generator_loss([[zeros]] * 2, "lsgan").item() == 1
+    with pytest.raises(NeuralRenderError, match="unknown GAN loss"):
+        gan_loss(ones, True, "wgan")
+
+
+def test_feature_matching_gradient_reaches_fake_only():
+    real = [[torch.rand(1, 4, 8, 8, requires_grad=True), torch.rand(1, 1, 4, 4)]]
+    fake = [[torch.rand(1, 4, 8, 8, requires_grad=True), torch.rand(1, 1, 4, 4)]]
+    loss = feature_matching_loss(real, fake, weight=2.0)
+    assert abs(loss.item() - 2 * (fake[0][0] - real[0][0]).abs().mean().item()) < 1e-6
+    loss.backward()
+    assert real[0][0].grad is None and fake[0][0].grad is not None
+    assert feature_matching_loss(real, real).item() == 0
+
+
+def test_instance_average_is_constant_per_instance():
+    torch.manual_seed(0)
+    f = torch.rand(2, 3, 8, 8)
+    inst = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    inst[:, :, :, 4:] = 1
+    inst[1, :, :4] = 7
+    out = instance_average(f, inst)
+    for b in range(2):
+        for k in inst[b].unique():
+            m = inst[b, 0] == k
+            assert torch.allclose(out[b][:, m], f[b][:, m].mean(1, keepdim=True).expand(-1, int(m.sum())), atol=1e-6)
+    g = instance_average(f, None)  # one instance per image
+    assert torch.allclose(g, f.mean((2, 3), keepdim=True).expand_as(f), atol=1e-6)
+
+
+def test_multimodal_sampling_gives_different_outputs():
+    torch.manual_seed(0)
+    enc = InstanceFeatureEncoder(3, 3, width=4, depth=2)
+    inst = torch.zeros(1, 1, 16, 16, dtype=torch.long)
+    inst[..., 8:] = 1
+    bank = FeatureBank(2, 3, size=8)
+    for _ in range(4):
+        bank.add(enc(torch.rand(1, 3, 16, 16), inst), inst)
+    assert bank.count.tolist() == [4, 4]
+    gen = LocalEnhancer(5 + 3, 3, width=4, n_down_global=1, n_blocks_global=1, n_blocks_local=1)
+    cond = torch.rand(1, 5, 16, 16)
+    a = bank.sample(inst, torch.Generator().manual_seed(1))
+    b = bank.sample(inst, torch.Generator().manual_seed(2))
+    assert not torch.equal(a, b)
+    ya, yb = gen(torch.cat([cond, a], 1)), gen(torch.cat([cond, b], 1))
+    assert (ya - yb).abs().mean() > 1e-4
+    same = bank.sample(inst, torch.Generator().manual_seed(1))
+    assert torch.equal(gen(torch.cat([cond, same], 1)), ya)
+    codes = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    painted = paint_instances(codes, inst)
+    assert painted[0, :, 0, 0].tolist() == [1.0, 2.0] and painted[0, :, 0, 15].tolist() == [3.0, 4.0]
+
+
+def test_progressive_schedule_switch_points():
+    s = lambda step: progressive_schedule(step, spatial_steps=100, clip_start=2, clip_len=8, temporal_every=50)  # noqa
+    assert s(0) == (0.5, 2) and s(49) == (0.5, 2)
+    assert s(50) == (0.5, 4) and s(99) == (0.5, 4)
+    assert s(100) == (1.0, 8) and s(1000) == (1.0, 8)  # doubled twice, capped at clip_len
+    assert progressive_schedule(0, 0, 3, 6, 0) == (1.0, 6)  # both switched off
