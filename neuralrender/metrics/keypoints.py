@@ -1,0 +1,174 @@
+"""Keypoint metrics of the image-animation papers: AKD (average keypoint distance), MKR (missing keypoint
+rate), AED (average euclidean distance of identity embeddings), with external detectors imported lazily
+(mediapipe Pose for bodies, dlib's 68 landmarks and face-recognition embedding for faces: the optional
+extra 'faces'); plus the co-part metrics (landmark regression from parts, foreground IoU vs a motion mask).
+
+Keypoints are pixel coordinates [N,K,2] (x right, y down, centres at +0.5) with a validity mask [N,K];
+the pure metric functions need no optional package, the detectors raise MissingDependencyError.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neuralrender.errors import MissingDependencyError
+
+__all__ = ["akd", "mkr", "aed", "detector_status", "detect_pose_mediapipe", "detect_face_landmarks_dlib",
+           "face_embeddings_dlib", "landmark_regression_error", "foreground_iou", "motion_mask"]
+
+
+def akd(pred: torch.Tensor, ref: torch.Tensor, pred_valid: torch.Tensor | None = None,
+        ref_valid: torch.Tensor | None = None) -> float:
+    """Mean distance in pixels between keypoints [N,K,2] found in BOTH the generated and the real frame."""
+    ok = torch.isfinite(pred).all(-1) & torch.isfinite(ref).all(-1)
+    if pred_valid is not None:
+        ok &= pred_valid.bool()
+    if ref_valid is not None:
+        ok &= ref_valid.bool()
+    if not bool(ok.any()):
+        return float("nan")
+    return float(torch.linalg.norm(pred - ref, dim=-1)[ok].mean())
+
+
+def mkr(pred_valid: torch.Tensor, ref_valid: torch.Tensor) -> float:
+    """Fraction of the keypoints detected in the real frames [N,K] that are missing in the generated ones."""
+    ref = ref_valid.bool()
+    if not bool(ref.any()):
+        return float("nan")
+    return float((ref & ~pred_valid.bool()).sum() / ref.sum())
+
+
+def aed(pred_emb: torch.Tensor, ref_emb: torch.Tensor, pred_valid: torch.Tensor | None = None,
+        ref_valid: torch.Tensor | None = None) -> float:
+    """Mean L2 distance of identity embeddings [N,D] over frames where both were computed."""
+    ok = torch.ones(pred_emb.shape[0], dtype=torch.bool)
+    if pred_valid is not None:
+        ok &= pred_valid.bool().cpu()
+    if ref_valid is not None:
+        ok &= ref_valid.bool().cpu()
+    if not bool(ok.any()):
+        return float("nan")
+    return float(torch.linalg.norm((pred_emb - ref_emb).cpu()[ok], dim=-1).mean())
+
+
+# --- external detectors (optional extra 'faces') ------------------------------------------------------
+
+_NEEDS = {"pose": ("mediapipe",), "face": ("dlib", "face_recognition_models")}
+
+
+def detector_status(kind: str) -> tuple[bool, str]:
+    """('pose' | 'face') -> (available, reason). Never imports anything at module import time."""
+    import importlib.util
+
+    missing = [m for m in _NEEDS[kind] if importlib.util.find_spec(m) is None]
+    if missing:
+        what = "AKD/MKR on bodies (mediapipe Pose)" if kind == "pose" else "AKD/MKR/AED on faces (dlib)"
+        return False, f"{what} unavailable: {', '.join(missing)} not installed (pip install 'neuralrender[faces]')"
+    return True, "ok"
+
+
+def _uint8_frames(frames: torch.Tensor) -> np.ndarray:
+    return (frames.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def detect_pose_mediapipe(frames: torch.Tensor, upsample: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """mediapipe Pose on frames [T,3,H,W] -> (keypoints [T,33,2] in pixels of the input, valid [T,33]).
+
+    Frames are upsampled to `upsample` px first (as the shared data's reference poses were computed)."""
+    try:
+        import mediapipe as mp
+    except ImportError as e:
+        raise MissingDependencyError("mediapipe", "faces", "AKD/MKR on bodies") from e
+    import torch.nn.functional as F
+
+    T, _, H, W = frames.shape
+    up = F.interpolate(frames.float(), size=(upsample, upsample), mode="bilinear", align_corners=False)
+    kp = torch.full((T, 33, 2), float("nan"))
+    valid = torch.zeros(T, 33, dtype=torch.bool)
+    with mp.solutions.pose.Pose(static_image_mode=True) as pose:
+        for t, img in enumerate(_uint8_frames(up)):
+            res = pose.process(img)
+            if res.pose_landmarks is None:
+                continue
+            for i, lm in enumerate(res.pose_landmarks.landmark):
+                kp[t, i] = torch.tensor([lm.x * W, lm.y * H])
+                valid[t, i] = lm.visibility > 0.5
+    return kp, valid
+
+
+def _dlib():
+    try:
+        import dlib
+        import face_recognition_models as frm
+    except ImportError as e:
+        raise MissingDependencyError("dlib", "faces", "AKD/MKR/AED on faces") from e
+    return dlib, frm
+
+
+def detect_face_landmarks_dlib(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dlib's 68 landmarks on frames [T,3,H,W] -> (keypoints [T,68,2] pixels, valid [T,68])."""
+    dlib, frm = _dlib()
+    det = dlib.get_frontal_face_detector()
+    pred = dlib.shape_predictor(frm.pose_predictor_model_location())
+    T = frames.shape[0]
+    kp = torch.full((T, 68, 2), float("nan"))
+    valid = torch.zeros(T, 68, dtype=torch.bool)
+    for t, img in enumerate(_uint8_frames(frames)):
+        boxes = det(img, 1)
+        if not boxes:
+            continue
+        s = pred(img, boxes[0])
+        kp[t] = torch.tensor([[p.x + 0.5, p.y + 0.5] for p in s.parts()], dtype=torch.float32)
+        valid[t] = True
+    return kp, valid
+
+
+def face_embeddings_dlib(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dlib's face-recognition embedding on frames [T,3,H,W] -> (embeddings [T,128], valid [T])."""
+    dlib, frm = _dlib()
+    det = dlib.get_frontal_face_detector()
+    pred = dlib.shape_predictor(frm.pose_predictor_model_location())
+    rec = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    T = frames.shape[0]
+    emb = torch.zeros(T, 128)
+    valid = torch.zeros(T, dtype=torch.bool)
+    for t, img in enumerate(_uint8_frames(frames)):
+        boxes = det(img, 1)
+        if boxes:
+            emb[t] = torch.tensor(list(rec.compute_face_descriptor(img, pred(img, boxes[0]))))
+            valid[t] = True
+    return emb, valid
+
+
+# --- co-part segmentation --------------------------------------------------------------------------------
+
+def landmark_regression_error(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                              test_y: torch.Tensor, ridge: float = 1e-3) -> float:
+    """Fit a linear map (with bias, ridge-regularised) from features [N,F] (e.g. flattened part centres) to
+    landmarks [N,L,2] on train frames, report the mean L2 error on test frames (landmarks that are NaN are
+    skipped). Units of the landmarks (pixels in, pixels out)."""
+    def design(x):
+        return torch.cat([x.double(), torch.ones(x.shape[0], 1, dtype=torch.float64)], 1)
+
+    y = train_y.flatten(1).double()
+    ok = torch.isfinite(y).all(1)
+    X = design(train_x)[ok]
+    W = torch.linalg.solve(X.T @ X + ridge * torch.eye(X.shape[1], dtype=X.dtype), X.T @ y[ok])
+    pred = (design(test_x) @ W).view(test_y.shape)
+    d = torch.linalg.norm(pred - test_y.double(), dim=-1)
+    return float(d[torch.isfinite(d)].mean())
+
+
+def motion_mask(video: torch.Tensor, threshold: float = 0.08) -> torch.Tensor:
+    """Foreground of a static-camera video [T,3,H,W]: pixels differing from the per-pixel temporal median
+    by more than `threshold` (mean over channels) -> bool [T,H,W]."""
+    med = video.median(dim=0).values
+    return (video - med).abs().mean(1) > threshold
+
+
+def foreground_iou(pred: torch.Tensor, ref: torch.Tensor) -> float:
+    """Intersection over union of two boolean masks [...,H,W] (all frames pooled)."""
+    p, r = pred.bool(), ref.bool()
+    union = (p | r).sum()
+    return float((p & r).sum() / union) if union > 0 else float("nan")
