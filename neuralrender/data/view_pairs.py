@@ -112,20 +112,28 @@ def downscale_for(width: int, height: int, image_size: int) -> int:
 
 
 def resolve_posed(data: str | None) -> str:
-    """A dataset argument -> a transforms.json path or folder: an existing path (or 'shared:...') as is;
-    otherwise a scene name or scene YAML (scenes/*.yaml), built once by data.scenes.build_scene; None = the
-    default scene."""
-    import os
+    """A dataset argument -> a transforms.json folder: an existing path ('shared:...' allowed) as is;
+    otherwise a built-in scene name (scenes/*.yaml), rendered on first use into runs/scenes/<name> (the
+    same place methods/_deferred.resolve_dataset builds into, so methods share built scenes);
+    None = the default scene."""
+    from pathlib import Path
 
     from neuralrender.paths import resolve_data_path
 
     if data is not None:
         p = resolve_data_path(data)
-        if os.path.exists(p) and not str(p).endswith((".yaml", ".yml")):
+        if p.exists():
             return str(p)
-    from neuralrender.data.scenes import build_scene  # a scene spec: render it (cached) into a posed dataset
+    from neuralrender.data import scenes
 
-    return str(build_scene(data or "default"))
+    name = data or "default"
+    if name not in scenes.list_scenes():
+        raise DataError(name, f"no such dataset folder, and not a built-in scene "
+                              f"({', '.join(scenes.list_scenes())})")
+    out = Path("runs") / "scenes" / name
+    if not (out / "transforms.json").is_file():
+        scenes.build_scene(scenes.load_scene(name), out, overwrite=True)
+    return str(out)
 
 
 def scene_bounds(cameras: Cameras, margin: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

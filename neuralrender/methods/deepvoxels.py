@@ -171,12 +171,19 @@ class DeepVoxels(Method):
 
     # ---- evaluation and outputs --------------------------------------------------------------------
     def depth_error(self, depth: torch.Tensor, batch: dict) -> dict[str, float]:
-        """Mean |expected depth - true camera z| on foreground pixels (true depth > 0, and mask > 0.5 when
-        given), absolute and relative to the frustum depth range far - near."""
+        """Mean |expected depth - true camera z| over foreground pixels (true depth > 0, mask > 0.5 when
+        given) whose true surface point lies inside the grid box (the grid cannot hold anything else):
+        absolute ("depth_mae") and relative to the frustum depth range far - near ("depth_mae_rel")."""
         gt = batch["depth"]
         fg = gt > 0
         if "mask" in batch:
             fg = fg & (batch["mask"] > 0.5)
+        cams = self._cameras(batch)
+        B, _, H, W = gt.shape
+        pix = cams.pixel_grid().reshape(1, H * W, 2).expand(B, -1, -1)
+        pts = cams.unproject(pix, gt.reshape(B, H * W))
+        inside = ((pts >= self.bounds_min) & (pts <= self.bounds_max)).all(-1).reshape(B, 1, H, W)
+        fg = fg & inside
         if not bool(fg.any()):
             return {}
         mae = (depth - gt).abs()[fg].mean().item()
