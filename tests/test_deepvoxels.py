@@ -129,3 +129,17 @@ def test_learning_beats_untrained_and_mean_image(scene, tmp_path):
     ev = tr.run()["eval"]
     assert ev["psnr"] > untrained["psnr"] + 5.0, (untrained, ev)
     assert ev["psnr"] > ev["psnr_mean_image"] + 1.0, ev
+
+
+def test_pix2pix_nearest_smoke_and_round_trip(scene, tmp_path):
+    tr = trainer(scene, tmp_path / "p2p", 3, method="pix2pix-nearest", ckpt_every=0)
+    s = tr.run()
+    assert math.isfinite(s["train"]["l1"]) and math.isfinite(s["train"]["d_loss"])
+    assert {"psnr", "ssim", "psnr_nearest_view", "psnr_mean_image"} <= set(s["eval"])
+    model, bundle, _, _ = load_run(tmp_path / "p2p", device="cpu")
+    cams = bundle.val.cameras
+    tr.model.eval()
+    a, b = tr.model.render_cameras(cams, bundle.train), model.render_cameras(cams, bundle.train)
+    assert a.shape == (cams.batch_size, 3, 32, 32) and torch.allclose(a, b, atol=1e-6)
+    written = model.render_run(bundle, tmp_path / "render", path="orbit", frames=3)
+    assert [p.name for p in written] == ["render_orbit_rgb.mp4"]
