@@ -5,6 +5,7 @@ Public API (wired into `neuralrender scenes list|build|show`):
     load_scene(name_or_path) -> SceneSpec
     build_scene(spec_or_name, out_dir, size=None, batch=8, overwrite=False, progress=None) -> Path
     show_dataset(root, out_dir, max_images=16, fps=12) -> (contact_sheet.png, orbit.mp4)
+    preview_scene(spec_or_name, path, tile=125) -> Path   (2x2 PNG: two views, labels, depth)
 
 A built dataset is a transforms.json folder (see neuralrender.io.posed): images/*.png (lit, with
 view-dependent Blinn-Phong highlights and optional shadow maps), depth/*.png (16-bit, mm),
@@ -30,7 +31,7 @@ from neuralrender.graphics.cameras import Cameras, intrinsics_from_fov, look_at,
 from neuralrender.paths import resolve_data_path
 
 __all__ = ["list_scenes", "load_scene", "parse_scene", "build_scene", "show_dataset", "scene_mesh",
-           "scene_cameras", "render_scene", "SceneRender", "load_texture_source"]
+           "scene_cameras", "render_scene", "SceneRender", "load_texture_source", "preview_scene"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ def render_scene(spec: SceneSpec, smesh: SceneMesh, cameras: Cameras, batch: int
             shadow = torch.ones(m.shape[0], len(smaps), *m.shape[1:])
             pts = g["positions"].permute(0, 2, 3, 1)[m][None]
             for k, (sm, c) in enumerate(zip(smaps, shadow_cams)):
-                shadow[:, k][m] = shadow_lookup(sm, c, pts)[0]
+                shadow[:, k][m] = shadow_lookup(sm, c, pts, pcf=0)[0]  # 1024² map: hard edges suffice
         if lights:
             img = shade(g, cams, lights, model="blinn_phong", ambient=spec.ambient, specular=ks,
                         shininess=shin, shadow=shadow, background=spec.background)
@@ -339,7 +340,8 @@ def show_dataset(root: str | os.PathLike, out_dir: str | os.PathLike, max_images
         from neuralrender.graphics.draw import colorize_labels
 
         lab = torch.stack([it["labels"] for it in items])
-        tiles += list(colorize_labels(lab, num_classes=int(lab.max()) + 1))
+        tiles += list(colorize_labels(torch.where(lab == 0, -1, lab), num_classes=int(lab.max()) + 1,
+                                      background=(1.0, 1.0, 1.0)))
     nrow = min(8, len(pick))
     sheet = save_grid(torch.stack(tiles), out / "contact_sheet.png", nrow=nrow)
 
@@ -370,3 +372,25 @@ def show_dataset(root: str | os.PathLike, out_dir: str | os.PathLike, max_images
         frames = torch.stack([ds[i]["image"] for i in az.argsort().tolist()])
     video = write_video(frames, out / "orbit.mp4", fps=fps)
     return sheet, video
+
+
+def preview_scene(spec: SceneSpec | str | os.PathLike, path: str | os.PathLike, tile: int = 125) -> Path:
+    """A 2x2 PNG of the scene without building it: two training views, the label map and the depth of
+    the first (tile x tile each, 2-pixel white padding: 256x256 for the default tile)."""
+    from neuralrender.graphics.draw import colorize_labels
+    from neuralrender.io.images import save_grid
+
+    if not isinstance(spec, SceneSpec):
+        spec = load_scene(spec)
+    spec = replace(spec, width=tile, height=tile)
+    cams, _ = scene_cameras(spec)
+    n0 = spec.rigs[0].n
+    r = render_scene(spec, scene_mesh(spec), cams[[0, n0 // 3 if n0 > 1 else 0]])
+    lab = r.labels[:1]
+    labels = colorize_labels(torch.where(lab == 0, -1, lab), num_classes=max(o.label for o in spec.objects) + 1,
+                             background=(1.0, 1.0, 1.0))
+    d = r.depth[:1]
+    hit = d > 0
+    lo, hi = d[hit].min(), d[hit].max()
+    depth = torch.where(hit, 1 - (d - lo) / (hi - lo).clamp_min(1e-6) * 0.8, torch.ones_like(d)).expand(1, 3, -1, -1)
+    return save_grid(torch.cat([r.images, labels[:, :3], depth]), path, nrow=2)
