@@ -7,7 +7,7 @@ import torch
 from neuralrender.errors import MissingDependencyError, NeuralRenderError
 from neuralrender.graphics.cameras import Cameras, intrinsics_from_fov, look_at, orbit
 from neuralrender.graphics.interpolate import interpolate
-from neuralrender.graphics.raster import (available_backends, join_meshes, rasterize, rasterize_clip,
+from neuralrender.graphics.raster import (_bary_forward, available_backends, join_meshes, rasterize, rasterize_clip,
                                           resolve_backend)
 from neuralrender.graphics.raster_cpu import get_extension, rasterize_visibility, rasterize_visibility_torch
 
@@ -69,11 +69,14 @@ def test_cpp_and_torch_paths_agree_exactly(shared_data):
     for cam in (cams, inside):
         clip = cam.to_clip(v, 0.01, 100.0)
         for cull in (False, True):
-            a, da = rasterize_visibility(clip, f, 48, 64, cull)
+            a, da, ba = rasterize_visibility(clip, f, 48, 64, cull)
             b, db = rasterize_visibility_torch(clip, f, 48, 64, cull)
             assert torch.equal(a, b)
             assert torch.equal(da, db)
             assert (a >= 0).any()
+            # the kernel's barycentrics equal the torch recomputation
+            bt, dt = _bary_forward(clip.double(), f, a)
+            assert torch.allclose(ba.double(), bt, atol=1e-5) and torch.allclose(da.double(), dt, rtol=1e-5)
 
 
 def test_clip_space_pixel_centres():

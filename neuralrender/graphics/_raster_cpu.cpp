@@ -98,7 +98,8 @@ void setup_face(const float* vb, const int64_t* f, int H, int W, bool cull, Setu
 
 }  // namespace
 
-// verts_clip [B,V,4] float32, faces [F,3] int64 -> (face_id [B,H,W] int64, depth [B,H,W] float32)
+// verts_clip [B,V,4] float32, faces [F,3] int64
+//   -> (face_id [B,H,W] int64, depth [B,H,W] float32, bary [B,H,W,3] float32)
 std::vector<torch::Tensor> rasterize_cpu(torch::Tensor verts_clip, torch::Tensor faces, int64_t H, int64_t W,
                                          bool cull, int64_t num_threads) {
   TORCH_CHECK(verts_clip.dim() == 3 && verts_clip.size(2) == 4, "verts_clip must be [B,V,4]");
@@ -108,11 +109,13 @@ std::vector<torch::Tensor> rasterize_cpu(torch::Tensor verts_clip, torch::Tensor
   const int64_t B = verts_clip.size(0), V = verts_clip.size(1), F = faces.size(0);
   auto face_id = torch::full({B, H, W}, -1, torch::kInt64);
   auto depth = torch::zeros({B, H, W}, torch::kFloat32);
-  if (F == 0 || B == 0) return {face_id, depth};
+  auto bary = torch::zeros({B, H, W, 3}, torch::kFloat32);
+  if (F == 0 || B == 0) return {face_id, depth, bary};
   const float* vp = verts_clip.data_ptr<float>();
   const int64_t* fp = faces.data_ptr<int64_t>();
   int64_t* idp = face_id.data_ptr<int64_t>();
   float* dp = depth.data_ptr<float>();
+  float* bp = bary.data_ptr<float>();
   std::vector<Setup> setup((size_t)(B * F));
   int nt = (int)std::max<int64_t>(1, num_threads);
 
@@ -149,6 +152,7 @@ std::vector<torch::Tensor> rasterize_cpu(torch::Tensor verts_clip, torch::Tensor
       std::fill(zbuf.begin(), zbuf.end(), std::numeric_limits<double>::infinity());
       int64_t* ids = idp + bi * H * W;
       float* dd = dp + bi * H * W;
+      float* bb = bp + bi * H * W * 3;
       const Setup* S = setup.data() + bi * F;
       for (int64_t f = 0; f < F; ++f) {
         const Setup& s = S[f];
@@ -175,15 +179,128 @@ std::vector<torch::Tensor> rasterize_cpu(torch::Tensor verts_clip, torch::Tensor
               zr[j] = d;
               ids[i * W + j] = f;
               dd[i * W + j] = (float)d;
+              float* bw = bb + (i * W + j) * 3;
+              bw[0] = (float)(c0 / sum);
+              bw[1] = (float)(c1 / sum);
+              bw[2] = (float)(c2 / sum);
             }
           }
         }
       }
     }
   });
-  return {face_id, depth};
+  return {face_id, depth, bary};
+}
+
+// Backward of (bary, depth) = f(verts_clip) for the visible faces (see raster.py, _BaryGrad):
+// c_i = n_i . p, s = sum c, bary = c / s, depth = det / s, n_0 = v_1 x v_2 (cyclic), det = v_0 . n_0.
+// verts_clip [B,V,4] f32, faces [F,3] i64, face_id [B,H,W] i64, bary [B,H,W,3] f32, depth [B,H,W] f32,
+// g_bary [B,H,W,3] f32, g_depth [B,H,W] f32 -> grad verts_clip [B,V,4] f32 (z component 0).
+torch::Tensor bary_backward_cpu(torch::Tensor verts_clip, torch::Tensor faces, torch::Tensor face_id,
+                                torch::Tensor bary, torch::Tensor depth, torch::Tensor g_bary,
+                                torch::Tensor g_depth) {
+  verts_clip = verts_clip.to(torch::kFloat32).contiguous();
+  faces = faces.to(torch::kInt64).contiguous();
+  face_id = face_id.contiguous();
+  bary = bary.to(torch::kFloat32).contiguous();
+  depth = depth.to(torch::kFloat32).contiguous();
+  g_bary = g_bary.to(torch::kFloat32).contiguous();
+  g_depth = g_depth.to(torch::kFloat32).contiguous();
+  const int64_t B = verts_clip.size(0), V = verts_clip.size(1), F = faces.size(0);
+  const int64_t H = face_id.size(1), W = face_id.size(2);
+  auto grad = torch::zeros({B, V, 4}, torch::kFloat32);
+  const float* vp = verts_clip.data_ptr<float>();
+  const int64_t* fp = faces.data_ptr<int64_t>();
+  const int64_t* ip = face_id.data_ptr<int64_t>();
+  const float* bp = bary.data_ptr<float>();
+  const float* dp = depth.data_ptr<float>();
+  const float* gbp = g_bary.data_ptr<float>();
+  const float* gdp = g_depth.data_ptr<float>();
+  float* gp = grad.data_ptr<float>();
+  std::vector<double> acc((size_t)(F * 10));  // per face: G (3x3) and gdet
+  std::vector<double> det((size_t)F);
+  std::vector<char> seen((size_t)F);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* vb = vp + b * V * 4;
+    std::fill(acc.begin(), acc.end(), 0.0);
+    std::fill(seen.begin(), seen.end(), 0);
+    const int64_t* ids = ip + b * H * W;
+    for (int64_t i = 0; i < H; ++i) {
+      double py = (2.0 * (double)i + 1.0) / (double)H - 1.0;
+      for (int64_t j = 0; j < W; ++j) {
+        int64_t q = i * W + j, f = ids[q];
+        if (f < 0) continue;
+        if (!seen[f]) {
+          double v[3][3], n0[3];
+          for (int k = 0; k < 3; ++k) {
+            const float* pv = vb + 4 * fp[3 * f + k];
+            v[k][0] = pv[0];
+            v[k][1] = pv[1];
+            v[k][2] = pv[3];
+          }
+          cross(v[1], v[2], n0);
+          det[f] = v[0][0] * n0[0] + v[0][1] * n0[1] + v[0][2] * n0[2];
+          seen[f] = 1;
+        }
+        if (det[f] == 0.0) continue;
+        double px = (2.0 * (double)j + 1.0) / (double)W - 1.0;
+        int64_t pq = b * H * W + q;
+        double d = dp[pq], inv_s = d / det[f];
+        const float* lam = bp + 3 * pq;
+        const float* gl = gbp + 3 * pq;
+        double gd = gdp[pq];
+        double dot = (double)gl[0] * lam[0] + (double)gl[1] * lam[1] + (double)gl[2] * lam[2];
+        double* a = acc.data() + 10 * f;
+        for (int k = 0; k < 3; ++k) {
+          double dc = ((double)gl[k] - dot) * inv_s - gd * d * inv_s;
+          a[3 * k + 0] += dc * px;
+          a[3 * k + 1] += dc * py;
+          a[3 * k + 2] += dc;
+        }
+        a[9] += gd * inv_s;
+      }
+    }
+    float* gb = gp + b * V * 4;
+    for (int64_t f = 0; f < F; ++f) {
+      if (!seen[f]) continue;
+      const double* a = acc.data() + 10 * f;
+      double v[3][3], n[3][3];
+      for (int k = 0; k < 3; ++k) {
+        const float* pv = vb + 4 * fp[3 * f + k];
+        v[k][0] = pv[0];
+        v[k][1] = pv[1];
+        v[k][2] = pv[3];
+      }
+      cross(v[1], v[2], n[0]);
+      cross(v[2], v[0], n[1]);
+      cross(v[0], v[1], n[2]);
+      const double* G0 = a;
+      const double* G1 = a + 3;
+      const double* G2 = a + 6;
+      double gdet = a[9];
+      double dv[3][3], t1[3], t2[3];
+      // dv0 = gdet n0 + G1 x v2 + v1 x G2 ; dv1 = gdet n1 + v2 x G0 + G2 x v0 ; dv2 = gdet n2 + G0 x v1 + v0 x G1
+      cross(G1, v[2], t1);
+      cross(v[1], G2, t2);
+      for (int c = 0; c < 3; ++c) dv[0][c] = gdet * n[0][c] + t1[c] + t2[c];
+      cross(v[2], G0, t1);
+      cross(G2, v[0], t2);
+      for (int c = 0; c < 3; ++c) dv[1][c] = gdet * n[1][c] + t1[c] + t2[c];
+      cross(G0, v[1], t1);
+      cross(v[0], G1, t2);
+      for (int c = 0; c < 3; ++c) dv[2][c] = gdet * n[2][c] + t1[c] + t2[c];
+      for (int k = 0; k < 3; ++k) {
+        float* g = gb + 4 * fp[3 * f + k];
+        g[0] += (float)dv[k][0];
+        g[1] += (float)dv[k][1];
+        g[3] += (float)dv[k][2];
+      }
+    }
+  }
+  return grad;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("rasterize_cpu", &rasterize_cpu, "visibility pass: face id and depth per pixel");
+  m.def("rasterize_cpu", &rasterize_cpu, "visibility pass: face id, depth and barycentrics per pixel");
+  m.def("bary_backward_cpu", &bary_backward_cpu, "gradient of barycentrics and depth w.r.t. clip vertices");
 }

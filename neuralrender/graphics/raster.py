@@ -124,16 +124,17 @@ def resolve_backend(name: str, device: torch.device | str = "cpu") -> str:
     return name
 
 
-def _visibility(backend: str, verts_clip: Tensor, faces: Tensor, H: int, W: int, cull: bool) -> Tensor:
+def _visibility(backend: str, verts_clip: Tensor, faces: Tensor, H: int, W: int, cull: bool):
+    """-> (face_id [B,H,W], bary [B,H,W,3] or None, depth [B,H,W] or None), no gradients."""
     if backend == "nvdiffrast":
         from neuralrender.graphics.raster_nvdiffrast import rasterize_visibility_nvdiffrast
-        return rasterize_visibility_nvdiffrast(verts_clip, faces, H, W, cull)
+        return rasterize_visibility_nvdiffrast(verts_clip, faces, H, W, cull), None, None
     if backend == "pytorch3d":
         from neuralrender.graphics.raster_pytorch3d import rasterize_visibility_pytorch3d
-        return rasterize_visibility_pytorch3d(verts_clip, faces, H, W, cull)
+        return rasterize_visibility_pytorch3d(verts_clip, faces, H, W, cull), None, None
     from neuralrender.graphics.raster_cpu import rasterize_visibility
-    fid, _ = rasterize_visibility(verts_clip, faces, H, W, cull, use_cpp=(backend == "cpu"))
-    return fid
+    fid, depth, bary = rasterize_visibility(verts_clip, faces, H, W, cull, use_cpp=(backend == "cpu"))
+    return fid, bary, (depth if bary is not None else None)
 
 
 # -------------------------------------------------------------------------------- barycentrics (torch)
@@ -142,40 +143,117 @@ def _visible(face_id: Tensor):
     return bi, ii, jj, face_id[bi, ii, jj]
 
 
-def _homogeneous_terms(verts_clip: Tensor, faces: Tensor, bi, ii, jj, f, H: int, W: int):
-    """For N visible pixels: n [N,3,3] (n_i = v_j x v_k of (x, y, w)), c [N,3] = n_i . p, s [N] = sum c,
-    det [N] = v_0 . (v_1 x v_2)."""
-    tri = faces[f]  # [N,3]
-    v = verts_clip[bi.unsqueeze(-1), tri]  # [N,3,4]
+def _face_planes(verts_clip: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-face homogeneous edge planes n [B,F,3,3] (n_i = v_j x v_k of the (x, y, w) corners, cyclic) and
+    det [B,F] = v_0 . (v_1 x v_2). For pixel p = (x_ndc, y_ndc, 1), c_i = n_i . p is proportional to the
+    perspective-correct barycentric i and det / sum(c) is the depth w."""
+    v = verts_clip[:, faces]  # [B,F,3,4]
     v = torch.stack([v[..., 0], v[..., 1], v[..., 3]], -1)  # (x, y, w)
-    v0, v1, v2 = v.unbind(1)
-    n = torch.stack([torch.cross(v1, v2, dim=-1), torch.cross(v2, v0, dim=-1), torch.cross(v0, v1, dim=-1)], 1)
-    px = (2.0 * jj.to(v.dtype) + 1.0) / W - 1.0
-    py = (2.0 * ii.to(v.dtype) + 1.0) / H - 1.0
-    c = n[..., 0] * px.unsqueeze(-1) + n[..., 1] * py.unsqueeze(-1) + n[..., 2]
+    v0, v1, v2 = v.unbind(2)
+    n = torch.stack([torch.cross(v1, v2, dim=-1), torch.cross(v2, v0, dim=-1), torch.cross(v0, v1, dim=-1)], 2)
+    det = (v0 * n[:, :, 0]).sum(-1)
+    return n, det
+
+
+def _homogeneous_terms(verts_clip: Tensor, faces: Tensor, bi, ii, jj, f, H: int, W: int):
+    """For N visible pixels: n [N,3,3] (edge planes of their face), c [N,3] = n_i . p, s [N] = sum c,
+    det [N] = v_0 . (v_1 x v_2)."""
+    n_all, det_all = _face_planes(verts_clip, faces)
+    n, det = n_all[bi, f], det_all[bi, f]
+    px = ((2.0 * jj.to(n.dtype) + 1.0) / W - 1.0).unsqueeze(-1)
+    py = ((2.0 * ii.to(n.dtype) + 1.0) / H - 1.0).unsqueeze(-1)
+    c = torch.addcmul(torch.addcmul(n[..., 2], n[..., 0], px), n[..., 1], py)
     s = c.sum(-1)
-    det = (v0 * n[:, 0]).sum(-1)
     return n, c, s, det
 
 
-def barycentrics_from_clip(verts_clip: Tensor, faces: Tensor, face_id: Tensor) -> tuple[Tensor, Tensor]:
-    """Differentiable perspective-correct barycentrics [B,H,W,3] and depth (clip w) [B,H,W] of the faces in
-    ``face_id`` [B,H,W] (-1 background -> zeros), from verts_clip [B,V,4] and faces [F,3]."""
+def _bary_forward(verts_clip: Tensor, faces: Tensor, face_id: Tensor) -> tuple[Tensor, Tensor]:
+    """Barycentrics [B,H,W,3] and depth [B,H,W] of the faces in face_id, computed in torch (no autograd)."""
     B, H, W = face_id.shape
-    dt = verts_clip.dtype if verts_clip.is_floating_point() else torch.float32
-    bary = torch.zeros(B, H, W, 3, dtype=dt, device=verts_clip.device)
-    depth = torch.zeros(B, H, W, dtype=dt, device=verts_clip.device)
+    bary = torch.zeros(B, H, W, 3, dtype=verts_clip.dtype, device=verts_clip.device)
+    depth = torch.zeros(B, H, W, dtype=verts_clip.dtype, device=verts_clip.device)
+    bi, ii, jj, f = _visible(face_id)
+    if f.numel():
+        _, c, s, det = _homogeneous_terms(verts_clip, faces, bi, ii, jj, f, H, W)
+        bary[bi, ii, jj] = c / s.unsqueeze(-1)
+        depth[bi, ii, jj] = det / s
+    return bary, depth
+
+
+class _BaryGrad(torch.autograd.Function):
+    """Identity on (bary, depth) computed by the visibility pass; backward gives their analytic gradient
+    w.r.t. the clip-space vertices (x, y, w; z only clips). With c_i = n_i . p, s = sum c:
+    bary = c / s, depth = det / s, n_0 = v_1 x v_2 (cyclic), det = v_0 . n_0."""
+
+    @staticmethod
+    def forward(ctx, verts_clip, faces, face_id, bary, depth):
+        ctx.save_for_backward(verts_clip, faces, face_id, bary, depth)
+        return bary.view_as(bary), depth.view_as(depth)
+
+    @staticmethod
+    def backward(ctx, g_bary, g_depth):
+        verts_clip, faces, face_id, bary, depth = ctx.saved_tensors
+        if verts_clip.device.type == "cpu" and verts_clip.dtype == torch.float32:
+            from neuralrender.graphics.raster_cpu import get_extension
+            ext = get_extension()
+            if ext is not None:
+                gb = g_bary if g_bary is not None else torch.zeros_like(bary)
+                gd = g_depth if g_depth is not None else torch.zeros_like(depth)
+                return ext.bary_backward_cpu(verts_clip, faces, face_id, bary, depth, gb, gd), None, None, None, None
+        return _bary_backward_torch(verts_clip, faces, face_id, bary, depth, g_bary, g_depth), None, None, None, None
+
+
+def _bary_backward_torch(verts_clip, faces, face_id, bary, depth, g_bary, g_depth):
+    """Torch version of the analytic backward (any device/dtype); see _BaryGrad."""
+    B, H, W = face_id.shape
+    F = faces.shape[0]
+    dt = verts_clip.dtype
     bi, ii, jj, f = _visible(face_id)
     if f.numel() == 0:
-        if verts_clip.requires_grad:  # keep the graph connected (zero gradient)
-            z = verts_clip.sum() * 0
-            bary, depth = bary + z, depth + z
-        return bary, depth
-    n, c, s, det = _homogeneous_terms(verts_clip, faces, bi, ii, jj, f, H, W)
-    lam = c / s.unsqueeze(-1)
-    d = det / s
-    bary = bary.index_put((bi, ii, jj), lam)
-    depth = depth.index_put((bi, ii, jj), d)
+        return torch.zeros_like(verts_clip)
+    n_all, det_all = _face_planes(verts_clip, faces)
+    det = det_all[bi, f]
+    lam = bary[bi, ii, jj].to(dt)
+    d = depth[bi, ii, jj].to(dt)
+    inv_s = torch.where(det != 0, d / torch.where(det != 0, det, torch.ones_like(det)), torch.zeros_like(det))
+    gl = g_bary[bi, ii, jj].to(dt) if g_bary is not None else torch.zeros_like(lam)
+    gd = g_depth[bi, ii, jj].to(dt) if g_depth is not None else torch.zeros_like(d)
+    dc = (gl - (gl * lam).sum(-1, keepdim=True)) * inv_s.unsqueeze(-1) - (gd * d * inv_s).unsqueeze(-1)
+    p = torch.stack([(2.0 * jj.to(dt) + 1.0) / W - 1.0, (2.0 * ii.to(dt) + 1.0) / H - 1.0,
+                     torch.ones_like(d)], -1)
+    idx = bi * F + f
+    G = torch.zeros(B * F, 3, 3, dtype=dt, device=verts_clip.device)
+    G.index_add_(0, idx, dc.unsqueeze(-1) * p.unsqueeze(1))
+    gdet = torch.zeros(B * F, dtype=dt, device=verts_clip.device).index_add_(0, idx, gd * inv_s)
+    G, gdet = G.view(B, F, 3, 3), gdet.view(B, F, 1)
+    v = verts_clip[:, faces]
+    v = torch.stack([v[..., 0], v[..., 1], v[..., 3]], -1)
+    v0, v1, v2 = v.unbind(2)
+    G0, G1, G2 = G.unbind(2)
+    n0, n1, n2 = n_all.unbind(2)
+    cr = lambda a, b: torch.cross(a, b, dim=-1)
+    dv0 = gdet * n0 + cr(G1, v2) + cr(v1, G2)
+    dv1 = gdet * n1 + cr(v2, G0) + cr(G2, v0)
+    dv2 = gdet * n2 + cr(G0, v1) + cr(v0, G1)
+    dv = torch.stack([dv0, dv1, dv2], 2).reshape(B, F * 3, 3)
+    gxyw = torch.zeros(B, verts_clip.shape[1], 3, dtype=dt, device=verts_clip.device)
+    gxyw.index_add_(1, faces.reshape(-1), dv)
+    grad = torch.zeros_like(verts_clip)
+    grad[..., 0], grad[..., 1], grad[..., 3] = gxyw[..., 0], gxyw[..., 1], gxyw[..., 2]
+    return grad
+
+
+def barycentrics_from_clip(verts_clip: Tensor, faces: Tensor, face_id: Tensor, bary: Tensor | None = None,
+                           depth: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Perspective-correct barycentrics [B,H,W,3] and depth (clip w) [B,H,W] of the faces in ``face_id``
+    [B,H,W] (-1 background -> zeros), differentiable w.r.t. verts_clip [B,V,4] (analytic backward).
+    ``bary``/``depth`` may pass values already computed by a visibility kernel."""
+    if bary is None or depth is None:
+        with torch.no_grad():
+            bary, depth = _bary_forward(verts_clip.detach(), faces, face_id)
+    bary, depth = bary.to(verts_clip.dtype), depth.to(verts_clip.dtype)
+    if verts_clip.requires_grad and torch.is_grad_enabled():
+        bary, depth = _BaryGrad.apply(verts_clip, faces, face_id, bary, depth)
     return bary, depth
 
 
@@ -234,12 +312,13 @@ def rasterize_clip(verts_clip: Tensor, faces: Tensor, resolution, backend: str =
     _check_finite(verts_clip, "clip-space vertices")
     name = resolve_backend(backend, verts_clip.device)
     B = verts_clip.shape[0]
+    bary = depth = None
     if faces.shape[0] == 0 or verts_clip.shape[1] == 0:
         face_id = torch.full((B, H, W), -1, dtype=torch.long, device=verts_clip.device)
     else:
         with torch.no_grad():
-            face_id = _visibility(name, verts_clip.detach(), faces, H, W, cull_backfaces).to(verts_clip.device)
-    bary, depth = barycentrics_from_clip(verts_clip, faces, face_id)
+            face_id, bary, depth = _visibility(name, verts_clip.detach(), faces, H, W, cull_backfaces)
+    bary, depth = barycentrics_from_clip(verts_clip, faces, face_id.to(verts_clip.device), bary, depth)
     return Fragments(face_id=face_id, bary=bary, depth=depth, verts_clip=verts_clip, faces=faces)
 
 

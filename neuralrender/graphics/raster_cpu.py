@@ -60,7 +60,8 @@ def get_extension():
 
 def rasterize_visibility(verts_clip: Tensor, faces: Tensor, height: int, width: int, cull_backfaces: bool = False,
                          use_cpp: bool | None = None) -> tuple[Tensor, Tensor]:
-    """verts_clip [B,V,4] float, faces [F,3] int64 -> (face_id [B,H,W] int64 (-1 background), depth [B,H,W] float32).
+    """verts_clip [B,V,4] float, faces [F,3] int64 -> (face_id [B,H,W] int64 (-1 background),
+    depth [B,H,W] float32, bary [B,H,W,3] float32 from the kernel or None from the torch path).
 
     No gradients. ``use_cpp=None`` picks the kernel for CPU tensors when it is available.
     """
@@ -69,10 +70,10 @@ def rasterize_visibility(verts_clip: Tensor, faces: Tensor, height: int, width: 
         use_cpp = verts_clip.device.type == "cpu"
     ext = get_extension() if use_cpp and verts_clip.device.type == "cpu" else None
     if ext is not None:
-        fid, depth = ext.rasterize_cpu(verts_clip.float().contiguous(), faces.long().contiguous(), int(height), int(width),
-                                       bool(cull_backfaces), torch.get_num_threads())
-        return fid, depth
-    return rasterize_visibility_torch(verts_clip, faces, height, width, cull_backfaces)
+        fid, depth, bary = ext.rasterize_cpu(verts_clip.float().contiguous(), faces.long().contiguous(), int(height),
+                                             int(width), bool(cull_backfaces), torch.get_num_threads())
+        return fid, depth, bary
+    return (*rasterize_visibility_torch(verts_clip, faces, height, width, cull_backfaces), None)
 
 
 # --------------------------------------------------------------------------------------------- torch fallback

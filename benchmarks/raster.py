@@ -1,0 +1,155 @@
+"""Rasterizer speed, side by side in one run: every available backend and a plain single-thread C++ z-buffer.
+
+For a ~20k-face icosphere and for spot (5856 faces) at 256^2 and 512^2 it prints ms per frame and
+triangles per second for
+- "fwd":        rasterize() (to_clip + visibility + torch barycentrics/depth) + interpolate of a 3-channel attribute,
+- "fwd+bwd":    the same followed by backward to the vertex positions,
+- the reference (benchmarks/zbuffer_ref.cpp: face id + depth + perspective-correct barycentrics, forward only),
+plus the ratios ours/reference and fwd+bwd/fwd and the peak resident-memory increase during each row.
+
+    python benchmarks/raster.py            # full table
+    python benchmarks/raster.py --quick    # fewer repetitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuralrender.graphics.cameras import orbit  # noqa: E402
+from neuralrender.graphics.interpolate import interpolate  # noqa: E402
+from neuralrender.graphics.raster import available_backends, rasterize  # noqa: E402
+from neuralrender.graphics.raster_cpu import build_extension, get_extension  # noqa: E402
+from neuralrender.paths import shared_path  # noqa: E402
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Samples the resident set size every millisecond; ``peak_mb`` is the increase over the start."""
+
+    def __enter__(self):
+        self.base = _rss_bytes()
+        self.peak = self.base
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop:
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def peak_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def _time(fn, reps: int, sync) -> float:
+    fn()  # warm-up
+    sync()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000.0
+
+
+def load_meshes():
+    from neuralrender.graphics.meshes import icosphere
+
+    out = {}
+    ico = icosphere(5)
+    out["icosphere-20k"] = (ico.verts.float(), ico.faces.long())
+    spot = shared_path("meshes", "spot", "spot_triangulated.obj")
+    if spot.is_file():
+        import numpy as np
+        import trimesh
+
+        m = trimesh.load(spot, force="mesh")
+        v = torch.tensor(np.asarray(m.vertices), dtype=torch.float32)
+        v = v - 0.5 * (v.min(0).values + v.max(0).values)
+        out["spot"] = (v / v.norm(dim=1).max(), torch.tensor(np.asarray(m.faces)))
+    else:
+        print(f"(spot not found at {spot}; skipped)")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--sizes", default="256,512")
+    ap.add_argument("--torch-fallback", action="store_true", help="also time the pure-torch fallback (slow)")
+    args = ap.parse_args(argv)
+    reps = 3 if args.quick else 10
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ref = build_extension(Path(__file__).with_name("zbuffer_ref.cpp"), "nr_zbuffer_ref")
+    have_cpp = get_extension() is not None
+    backends = available_backends()
+    if args.torch_fallback:
+        backends.append("torch")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu kernel compiled: {have_cpp}, "
+          f"backends: {', '.join(backends)}")
+    hdr = f"{'mesh':14s} {'res':>4s} {'backend':10s} {'fwd ms':>8s} {'fwd Mtri/s':>10s} {'f+b ms':>8s} " \
+          f"{'f+b/fwd':>7s} {'vs ref':>7s} {'peak MB':>8s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for name, (v, f) in load_meshes().items():
+        F = f.shape[0]
+        colors = (v - v.min(0).values) / (v.max(0).values - v.min(0).values)
+        for S in sizes:
+            cams = orbit(1, radius=2.5, elevation_deg=20.0, fov_deg=45.0, width=S, height=S, start_azimuth_deg=30.0)
+            clip = cams.to_clip(v)[0].contiguous()
+            with PeakRSS() as mem:
+                t_ref = _time(lambda: ref.zbuffer_ref(clip, f, S, S), reps, lambda: None)
+            fid_ref = ref.zbuffer_ref(clip, f, S, S)[0]
+            print(f"{name:14s} {S:4d} {'reference':10s} {t_ref:8.2f} {F / t_ref / 1e3:10.2f} {'-':>8s} {'-':>7s} "
+                  f"{1.0:7.2f} {mem.peak_mb:8.1f}")
+            for be in backends:
+                dev = "cuda" if be in ("nvdiffrast", "pytorch3d") else "cpu"
+                sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+                vd, fd, cd, cams_d = v.to(dev), f.to(dev), colors.to(dev), cams.to(dev)
+                vg = vd.clone().requires_grad_(True)
+
+                def fwd():
+                    with torch.no_grad():
+                        return interpolate(cd, rasterize(cams_d, vd, fd, backend=be))
+
+                def fwd_bwd():
+                    out = interpolate(cd, rasterize(cams_d, vg, fd, backend=be))
+                    out.sum().backward()
+                    vg.grad = None
+
+                r = 1 if be == "torch" else reps
+                with PeakRSS() as mem:
+                    t_f = _time(fwd, r, sync)
+                    t_fb = _time(fwd_bwd, r, sync)
+                agree = (rasterize(cams_d, vd, fd, backend=be).face_id[0].cpu() == fid_ref).float().mean().item()
+                print(f"{name:14s} {S:4d} {be:10s} {t_f:8.2f} {F / t_f / 1e3:10.2f} {t_fb:8.2f} {t_fb / t_f:7.2f} "
+                      f"{t_f / t_ref:7.2f} {mem.peak_mb:8.1f}   (face ids = reference on {100 * agree:.2f}% of pixels)")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process peak RSS {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
