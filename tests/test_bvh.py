@@ -89,3 +89,20 @@ def test_cmu_bone_lengths_constant(shared_data):
     assert torch.allclose(lengths[0], b.offsets[[c for _, c in bones]].norm(dim=-1), atol=1e-4)
     # the subject moves: the root travels more than a body height over the clip
     assert (pos[:, 0].max(0).values - pos[:, 0].min(0).values).norm() > 20
+
+
+def test_cmu_projects_and_draws(shared_data):
+    """3D skeleton -> any camera -> 2D condition image (the graphics core's projection and drawing)."""
+    from neuralrender.graphics.cameras import Cameras, intrinsics_from_fov, look_at
+    from neuralrender.graphics.draw import draw_skeleton
+
+    b = load_bvh(shared_data / "keypoints" / "mocap_bvh" / "cmu_01_01.bvh")
+    pos = b.forward_kinematics(slice(0, 2752, 500))  # [6,31,3]
+    centre = pos.mean(1)  # [6,3]
+    R, t = look_at(centre + torch.tensor([0.0, 10.0, 60.0]), centre)
+    cams = Cameras(K=intrinsics_from_fov(40.0, 64, 64), R=R, t=t, width=64, height=64)
+    xy, depth = cams.project(pos)
+    assert (depth > 0).all() and (xy > 0).all() and (xy < 64).all()
+    img = draw_skeleton(xy, torch.tensor(b.bones()), 64, 64, thickness=1.5)
+    assert img.shape[0] == 6 and img.shape[-2:] == (64, 64)
+    assert ((img.amax(1) > 0.5).float().mean(dim=(1, 2)) > 0.01).all()

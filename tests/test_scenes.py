@@ -11,6 +11,7 @@ from neuralrender.data.scenes import (
     list_scenes,
     load_scene,
     parse_scene,
+    preview_scene,
     render_scene,
     scene_cameras,
     scene_mesh,
@@ -144,6 +145,10 @@ def test_show_built_dataset(tmp_path):
     js = build_scene(spec, tmp_path / "ds", progress=False)
     sheet, video = show_dataset(js.parent, tmp_path / "show", orbit_frames=6)
     assert sheet.is_file() and video_info(video).num_frames == 6
+    from neuralrender.io.images import read_image
+
+    pic = read_image(preview_scene(spec, tmp_path / "p.png", tile=20))
+    assert pic.shape == (3, 2 * 20 + 6, 2 * 20 + 6) and pic.std() > 0.05
 
 
 @pytest.mark.parametrize("name", ["spot", "fuze", "duck"])

@@ -87,6 +87,32 @@ def test_side_data_alignment(tmp_path):
         VideoClipDataset(tmp_path / "clip.mp4", clip_len=4, stride=2)
 
 
+def test_label_folder_side_data_and_avi(tmp_path):
+    import av
+
+    from neuralrender.io.images import save_labels
+
+    f = _smooth_frames(5, 16, 16)
+    a = (f.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    with av.open(str(tmp_path / "v.avi"), mode="w") as c:  # an avi written by another tool (mpeg4)
+        s = c.add_stream("mpeg4", rate=5)
+        s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+        for img in a:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    assert read_video(tmp_path / "v.avi").shape == (5, 3, 16, 16)
+    for k in range(5):
+        save_labels(torch.full((16, 16), k), tmp_path / "v_labels" / f"{k:02d}.png")
+    ds = VideoClipDataset(tmp_path / "v.avi", clip_len=2, stride=2)
+    item = ds[1]
+    assert item["v_labels"].shape == (2, 1, 16, 16) and item["v_labels"][:, 0, 0, 0].tolist() == [1, 3]
+    save_labels(torch.zeros(16, 16), tmp_path / "v_labels" / "99.png")
+    with pytest.raises(DataError, match="6 label images for a video of 5 frames"):
+        VideoClipDataset(tmp_path / "v.avi", clip_len=2)
+
+
 def test_clip_sampling_deterministic(tmp_path):
     write_video(_smooth_frames(10, 16, 16), tmp_path / "v.mp4", fps=10)
     a = VideoClipDataset(tmp_path / "v.mp4", clip_len=2, num_clips=4, seed=1, side_data=False)

@@ -245,11 +245,14 @@ class SideData:
 
 def load_side_data(path: str | os.PathLike, num_frames: int) -> SideData:
     """Load an .npz (no pickles) and split it into per-frame arrays (first dim == num_frames) and
-    metadata (scalars, or arrays of another length such as image_size_wh).
+    metadata (scalars, or arrays of another length such as image_size_wh). A folder of label-map
+    images (one per frame, sorted by name) gives {folder name: int64 [T,1,H,W]}.
 
     Raises DataError when no array has num_frames rows (the file belongs to another video).
     """
     p = Path(path)
+    if p.is_dir():
+        return _label_folder(p, num_frames)
     if not p.is_file():
         raise DataError(p, "side-data file not found", field="file")
     try:
@@ -274,10 +277,27 @@ def load_side_data(path: str | os.PathLike, num_frames: int) -> SideData:
     return out
 
 
+def _label_folder(p: Path, num_frames: int) -> SideData:
+    from neuralrender.io.images import read_labels
+
+    files = _folder_files(p)
+    if len(files) != num_frames:
+        raise DataError(p, f"{len(files)} label images for a video of {num_frames} frames", field="frames")
+    maps = [read_labels(f) for f in files]
+    for f, m in zip(files, maps):
+        if m.shape != maps[0].shape:
+            raise DataError(f, f"label map size {tuple(m.shape[1:])} differs from {tuple(maps[0].shape[1:])}",
+                            field="size")
+    return SideData(per_frame={p.name: torch.stack(maps)})
+
+
 def find_side_data(video_path: str | os.PathLike) -> list[Path]:
-    """.npz files beside a video whose name starts with the video's stem (a trailing '_strip<N>'
-    of the stem is ignored): e.g. clip.mp4 -> clip_landmarks.npz, x_strip64.png -> x_pose.npz."""
+    """.npz files (and label-map folders) beside a video whose name starts with the video's stem + "_"
+    (a trailing '_strip<N>' of the stem is ignored): e.g. clip.mp4 -> clip_landmarks.npz and
+    clip_labels/, x_strip64.png -> x_pose.npz."""
     p = Path(video_path)
     stem = re.sub(r"_strip\d+$", "", p.stem if p.is_file() else p.name)
     parent = p.parent
-    return sorted(f for f in parent.glob("*.npz") if f.stem == stem or f.stem.startswith(stem + "_"))
+    npz = [f for f in parent.glob("*.npz") if f.stem == stem or f.stem.startswith(stem + "_")]
+    dirs = [d for d in parent.iterdir() if d.is_dir() and d.name.startswith(stem + "_") and d != p]
+    return sorted(npz + dirs)
