@@ -176,3 +176,25 @@ def test_default_scene_full_build_time(tmp_path):
     t = time.time()
     build_scene("default", tmp_path / "full", progress=False)
     assert time.time() - t < 60
+
+
+def test_cli_list_build_show(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from neuralrender.data.scenes import cli
+
+    assert cli(["list"]) == 0
+    assert "default" in capsys.readouterr().out
+    d = yaml.safe_load(open(load_scene("default").source))
+    d["cameras"]["rigs"] = [{"type": "orbit", "n": 3, "radius": 4.0}, {"type": "spiral", "n": 2, "radius": 4.2}]
+    d["name"] = "mini"
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(d))
+    monkeypatch.chdir(tmp_path)
+    assert cli(["build", str(tmp_path / "mini.yaml"), "--size", "16", "--quiet"]) == 0
+    js = tmp_path / "data" / "scenes" / "mini" / "transforms.json"
+    assert capsys.readouterr().out.strip() == str(js.relative_to(tmp_path))
+    assert load_transforms(js, "test").frame_ids == [3, 4]
+    assert cli(["show", str(js.parent), "--max-images", "2"]) == 0
+    assert (tmp_path / "show" / "mini" / "orbit.mp4").is_file()
+    with pytest.raises(Exception, match="not empty"):
+        cli(["build", str(tmp_path / "mini.yaml"), "--size", "16", "--quiet"])

@@ -31,7 +31,7 @@ from neuralrender.graphics.cameras import Cameras, intrinsics_from_fov, look_at,
 from neuralrender.paths import resolve_data_path
 
 __all__ = ["list_scenes", "load_scene", "parse_scene", "build_scene", "show_dataset", "scene_mesh",
-           "scene_cameras", "render_scene", "SceneRender", "load_texture_source", "preview_scene"]
+           "scene_cameras", "render_scene", "SceneRender", "load_texture_source", "preview_scene", "cli"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,3 +394,49 @@ def preview_scene(spec: SceneSpec | str | os.PathLike, path: str | os.PathLike, 
     lo, hi = d[hit].min(), d[hit].max()
     depth = torch.where(hit, 1 - (d - lo) / (hi - lo).clamp_min(1e-6) * 0.8, torch.ones_like(d)).expand(1, 3, -1, -1)
     return save_grid(torch.cat([r.images, labels[:, :3], depth]), path, nrow=2)
+
+
+def cli(argv: list[str]) -> int:
+    """`neuralrender scenes list | build NAME [--out DIR] | show DATASET [--out DIR] | preview NAME`."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="neuralrender scenes", description="built-in scenes and posed datasets")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the built-in scenes")
+    b = sub.add_parser("build", help="render a scene into a posed dataset (transforms.json)")
+    b.add_argument("scene", help="a built-in name (see `list`) or a scene .yaml")
+    b.add_argument("--out", help="output folder (default data/scenes/NAME)")
+    b.add_argument("--size", type=int, help="square image size (default: the spec's)")
+    b.add_argument("--batch", type=int, default=8, help="views rendered at once")
+    b.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    s = sub.add_parser("show", help="contact sheet PNG + orbit mp4 of a posed dataset")
+    s.add_argument("dataset", help="a dataset folder or transforms json ('shared:' allowed)")
+    s.add_argument("--out", help="output folder (default ./show/<dataset folder name>)")
+    s.add_argument("--max-images", type=int, default=16)
+    s.add_argument("--fps", type=float, default=12.0)
+    v = sub.add_parser("preview", help="a 2x2 PNG of a scene (two views, labels, depth) without building")
+    v.add_argument("scene")
+    v.add_argument("--out", help="PNG path (default scene_NAME.png)")
+    args = p.parse_args(argv)
+    if args.cmd == "list":
+        for name, desc in list_scenes().items():
+            print(f"{name:12s} {desc}")
+        return 0
+    if args.cmd == "build":
+        spec = load_scene(args.scene)
+        out = Path(args.out) if args.out else Path("data") / "scenes" / spec.name
+        js = build_scene(spec, out, size=args.size, batch=args.batch, overwrite=args.overwrite,
+                         progress=False if args.quiet else None)
+        print(js)
+        return 0
+    if args.cmd == "show":
+        root = resolve_data_path(args.dataset)
+        folder = root if root.is_dir() else root.parent
+        out = Path(args.out) if args.out else Path("show") / folder.name  # never inside the dataset
+        for f in show_dataset(root, out, max_images=args.max_images, fps=args.fps):
+            print(f)
+        return 0
+    spec = load_scene(args.scene)
+    print(preview_scene(spec, args.out or f"scene_{spec.name}.png"))
+    return 0
