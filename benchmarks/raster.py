@@ -63,16 +63,20 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
-def _time(fn, reps: int, sync) -> float:
-    fn()  # warm-up
-    sync()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def _time_interleaved(fns: dict, reps: int, sync) -> dict:
+    """Best-of-reps wall time in ms of each function, calling them in turn so that load from other processes
+    on a shared machine hits all of them alike."""
+    for fn in fns.values():  # warm-up
         fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000.0
+    sync()
+    best = {k: float("inf") for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return {k: v * 1000.0 for k, v in best.items()}
 
 
 def load_meshes():
@@ -110,8 +114,8 @@ def main(argv=None):
         backends.append("torch")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu kernel compiled: {have_cpp}, "
           f"backends: {', '.join(backends)}")
-    hdr = f"{'mesh':14s} {'res':>4s} {'backend':10s} {'fwd ms':>8s} {'fwd Mtri/s':>10s} {'f+b ms':>8s} " \
-          f"{'f+b/fwd':>7s} {'vs ref':>7s} {'peak MB':>8s}"
+    hdr = (f"{'mesh':14s} {'res':>4s} {'backend':10s} {'ref ms':>7s} {'rast ms':>8s} {'Mtri/s':>7s} {'vs ref':>6s} "
+           f"{'+interp':>8s} {'f+b ms':>8s} {'f+b/fwd':>7s} {'peak MB':>8s} {'ids=ref':>8s}")
     print(hdr)
     print("-" * len(hdr))
     for name, (v, f) in load_meshes().items():
@@ -120,16 +124,16 @@ def main(argv=None):
         for S in sizes:
             cams = orbit(1, radius=2.5, elevation_deg=20.0, fov_deg=45.0, width=S, height=S, start_azimuth_deg=30.0)
             clip = cams.to_clip(v)[0].contiguous()
-            with PeakRSS() as mem:
-                t_ref = _time(lambda: ref.zbuffer_ref(clip, f, S, S), reps, lambda: None)
             fid_ref = ref.zbuffer_ref(clip, f, S, S)[0]
-            print(f"{name:14s} {S:4d} {'reference':10s} {t_ref:8.2f} {F / t_ref / 1e3:10.2f} {'-':>8s} {'-':>7s} "
-                  f"{1.0:7.2f} {mem.peak_mb:8.1f}")
             for be in backends:
                 dev = "cuda" if be in ("nvdiffrast", "pytorch3d") else "cpu"
                 sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
                 vd, fd, cd, cams_d = v.to(dev), f.to(dev), colors.to(dev), cams.to(dev)
                 vg = vd.clone().requires_grad_(True)
+
+                def rast():
+                    with torch.no_grad():
+                        return rasterize(cams_d, vd, fd, backend=be)
 
                 def fwd():
                     with torch.no_grad():
@@ -140,13 +144,16 @@ def main(argv=None):
                     out.sum().backward()
                     vg.grad = None
 
-                r = 1 if be == "torch" else reps
+                fns = {"ref": lambda: ref.zbuffer_ref(clip, f, S, S), "rast": rast, "fwd": fwd, "fb": fwd_bwd}
                 with PeakRSS() as mem:
-                    t_f = _time(fwd, r, sync)
-                    t_fb = _time(fwd_bwd, r, sync)
-                agree = (rasterize(cams_d, vd, fd, backend=be).face_id[0].cpu() == fid_ref).float().mean().item()
-                print(f"{name:14s} {S:4d} {be:10s} {t_f:8.2f} {F / t_f / 1e3:10.2f} {t_fb:8.2f} {t_fb / t_f:7.2f} "
-                      f"{t_f / t_ref:7.2f} {mem.peak_mb:8.1f}   (face ids = reference on {100 * agree:.2f}% of pixels)")
+                    t = _time_interleaved(fns, 1 if be == "torch" else reps, sync)
+                agree = (rast().face_id[0].cpu() == fid_ref).float().mean().item()
+                print(f"{name:14s} {S:4d} {be:10s} {t['ref']:7.2f} {t['rast']:8.2f} {F / t['rast'] / 1e3:7.2f} "
+                      f"{t['rast'] / t['ref']:6.2f} {t['fwd']:8.2f} {t['fb']:8.2f} {t['fb'] / t['fwd']:7.2f} "
+                      f"{mem.peak_mb:8.1f} {100 * agree:7.2f}%")
+    print("ref = benchmarks/zbuffer_ref.cpp (1 thread: ids + depth + bary); rast = rasterize() under no_grad; "
+          "+interp = rasterize + interpolate(3 ch); f+b = that with backward to the vertices; f+b/fwd = f+b / +interp; "
+          "peak MB = resident-memory increase while timing the row; ids=ref = pixels whose face id equals the reference")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS {rss:.0f} MB")
 

@@ -7,8 +7,14 @@ import torch
 from neuralrender.errors import MissingDependencyError, NeuralRenderError
 from neuralrender.graphics.cameras import Cameras, intrinsics_from_fov, look_at, orbit
 from neuralrender.graphics.interpolate import interpolate
-from neuralrender.graphics.raster import (_bary_forward, available_backends, join_meshes, rasterize, rasterize_clip,
-                                          resolve_backend)
+from neuralrender.graphics.raster import (
+    _bary_forward,
+    available_backends,
+    join_meshes,
+    rasterize,
+    rasterize_clip,
+    resolve_backend,
+)
 from neuralrender.graphics.raster_cpu import get_extension, rasterize_visibility, rasterize_visibility_torch
 
 BACKENDS = available_backends()

@@ -8,14 +8,6 @@ from torch import Tensor
 from neuralrender.errors import NeuralRenderError
 
 
-def _face_attr(attr: Tensor, faces: Tensor, bi: Tensor, f: Tensor) -> Tensor:
-    """Attributes of the 3 corners of face f[k] in batch bi[k]: [N,3,C]."""
-    idx = faces[f]  # [N,3]
-    if attr.dim() == 2:
-        return attr[idx]
-    return attr[bi.unsqueeze(-1), idx]
-
-
 def interpolate(attr: Tensor, fragments, faces: Tensor | None = None, return_derivatives: bool = False):
     """Interpolate vertex attributes with the perspective-correct barycentrics of ``fragments``.
 
@@ -42,15 +34,18 @@ def interpolate(attr: Tensor, fragments, faces: Tensor | None = None, return_der
     if faces.numel() and int(faces.max()) >= attr.shape[-2]:
         raise NeuralRenderError(f"interpolate: faces index up to {int(faces.max())} but attr has {attr.shape[-2]} rows")
     C = attr.shape[-1]
-    bi, ii, jj = torch.nonzero(fragments.face_id >= 0, as_tuple=True)
-    f = fragments.face_id[bi, ii, jj]
-    fa = _face_attr(attr, faces, bi, f)  # [N,3,C]
-    lam = fragments.bary[bi, ii, jj].to(attr.dtype)  # [N,3]
-    vals = (lam.unsqueeze(-1) * fa).sum(1)
-    out = torch.zeros(B, H, W, C, dtype=attr.dtype, device=attr.device).index_put((bi, ii, jj), vals)
+    # every pixel, background included: its barycentrics are 0, so it interpolates to 0 (no masking pass)
+    P = B * H * W
+    fid = fragments.face_id.reshape(P).clamp(min=0)
+    idx = faces[fid]  # [P,3]
+    if attr.dim() == 3:
+        idx = idx + (torch.arange(B, device=attr.device) * attr.shape[1]).repeat_interleave(H * W).unsqueeze(-1)
+        attr = attr.reshape(-1, C)
+    fa = attr[idx.reshape(-1)].view(P, 3, C)
+    lam = fragments.bary.reshape(P, 1, 3).to(attr.dtype)
+    out = torch.bmm(lam, fa).view(B, H, W, C)
     if not return_derivatives:
         return out
-    db = fragments.bary_derivatives()[bi, ii, jj].to(attr.dtype)  # [N,3,2]
-    dvals = torch.einsum("nkc,nkd->ncd", fa, db)
-    dout = torch.zeros(B, H, W, C, 2, dtype=attr.dtype, device=attr.device).index_put((bi, ii, jj), dvals)
+    db = fragments.bary_derivatives().reshape(P, 3, 2).to(attr.dtype)  # 0 on background
+    dout = torch.bmm(fa.transpose(1, 2), db).view(B, H, W, C, 2)
     return out, dout
