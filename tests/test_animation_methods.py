@@ -84,9 +84,10 @@ def test_copart_segmentation_and_part_swap(shared_data, tmp_path):
 
 LEARN = {"batch_size": 4, "lr": 2e-3, "max_frames": 0, "eval_stride": 1, "eval_batches": 0, "max_features": 32}
 LEARN_MODEL = {
-    "monkey-net": {"num_kp": 4, "kp_width": 8, "motion_width": 8, "gen_width": 8},
+    "monkey-net": {"num_kp": 4, "kp_width": 8, "motion_width": 8, "gen_width": 8, "kp_blocks": 3,
+                   "motion_blocks": 3, "gen_down": 3, "kp_scale": 0.5},
     "x2face": {"width": 8, "depth": 3},
-    "copart": {"num_parts": 4, "seg_width": 8, "gen_width": 8},
+    "copart": {"num_parts": 4, "seg_width": 8, "gen_width": 8, "seg_blocks": 3, "gen_res": 2, "seg_scale": 0.5},
 }
 
 

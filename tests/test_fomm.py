@@ -74,7 +74,8 @@ def test_fomm_learns_motion_on_moving_discs(tmp_path):
     and below copy-source."""
     data = moving_disc_videos(tmp_path / "discs")
     s = trainer(tmp_path / "learn", 300, data=str(data), batch_size=4, lr=2e-3, max_frames=0, eval_stride=1,
-                eval_batches=0, num_kp=4, kp_width=8, motion_width=8, gen_width=8, max_features=32).run()
+                eval_batches=0, num_kp=4, kp_width=8, motion_width=8, gen_width=8, max_features=32, kp_blocks=3, motion_blocks=3,
+                gen_res=2, kp_scale=0.5).run()
     ev = s["eval"]
     assert ev["l1"] < 0.8 * ev["l1_no_motion"], ev
     assert ev["l1"] < ev["l1_copy_source"], ev
