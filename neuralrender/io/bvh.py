@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from neuralrender.errors import DataError
@@ -198,23 +199,35 @@ def parse_bvh(text: str, path: str | os.PathLike = "<string>") -> BVHMotion:
         raise err(ln, f"frame time must be positive, got {frame_time}", "Frame Time")
 
     num_ch = sum(len(c) for c in channels)
-    rows = []
+    rows, linenos = [], []
     for i in range(pos, len(lines)):
         toks = lines[i].split()
         if not toks:
             continue
         if len(rows) == num_frames:
             raise err(i + 1, f"more motion lines than 'Frames: {num_frames}'", "MOTION")
-        rows.append(floats(i + 1, toks, num_ch, "MOTION"))
+        if len(toks) != num_ch:
+            raise err(i + 1, f"expected {num_ch} numbers, got {len(toks)}", "MOTION")
+        rows.append(toks)
+        linenos.append(i + 1)
     if len(rows) != num_frames:
         raise err(len(lines), f"'Frames: {num_frames}' but {len(rows)} motion lines", "MOTION")
+    try:
+        values = np.array(rows, dtype=np.float64).reshape(num_frames, num_ch)
+        bad = np.nonzero(~np.isfinite(values).all(1))[0]
+    except ValueError:  # find the offending line for the message
+        values, bad = None, []
+        for toks, ln in zip(rows, linenos):
+            floats(ln, toks, num_ch, "MOTION")
+    if len(bad):
+        raise err(linenos[int(bad[0])], "non-finite number", "MOTION")
 
     return BVHMotion(
         names=names,
         parents=parents,
         offsets=torch.tensor(offsets, dtype=torch.float32).reshape(-1, 3),
         channels=[tuple(c) for c in channels],
-        motion=torch.tensor(rows, dtype=torch.float32).reshape(num_frames, num_ch),
+        motion=torch.from_numpy(values.astype(np.float32)).reshape(num_frames, num_ch),
         frame_time=frame_time,
         end_sites=end_sites,
         path=str(path),
