@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralrender import registry  # noqa: E402
-from neuralrender.train.trainer import make_optimizer  # noqa: E402
 from neuralrender.train.config import TrainConfig  # noqa: E402
+from neuralrender.train.trainer import make_optimizer  # noqa: E402
 
 
 def _batch(size: int, T: int, C: int, device) -> dict:

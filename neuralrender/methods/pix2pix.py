@@ -13,8 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from neuralrender.losses.gan import discriminator_loss, generator_loss
-from neuralrender.methods._cond2d import (CondTaskConfig, build_cond_data, clip_metrics, cond_to_rgb,
-                                          side_by_side)
+from neuralrender.methods._cond2d import (
+    CondTaskConfig,
+    build_cond_data,
+    clip_metrics,
+    cond_to_rgb,
+    side_by_side,
+)
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import PatchDiscriminator
 from neuralrender.nn.unet import UNet

@@ -17,8 +17,13 @@ import torch.nn.functional as F
 
 from neuralrender.losses.gan import discriminator_loss, feature_matching_loss, generator_loss
 from neuralrender.losses.reconstruction import PerceptualLoss, perceptual_status
-from neuralrender.methods._cond2d import (CondTaskConfig, build_cond_data, clip_metrics, cond_to_rgb,
-                                          side_by_side)
+from neuralrender.methods._cond2d import (
+    CondTaskConfig,
+    build_cond_data,
+    clip_metrics,
+    cond_to_rgb,
+    side_by_side,
+)
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import MultiScaleDiscriminator
 from neuralrender.nn.encoders import FeatureBank, InstanceFeatureEncoder

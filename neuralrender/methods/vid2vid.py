@@ -23,8 +23,13 @@ import torch.nn.functional as F
 
 from neuralrender.graphics.warp import warp
 from neuralrender.losses.gan import discriminator_loss, feature_matching_loss, generator_loss
-from neuralrender.methods._cond2d import (CondTaskConfig, build_cond_data, clip_metrics, cond_to_rgb,
-                                          side_by_side)
+from neuralrender.methods._cond2d import (
+    CondTaskConfig,
+    build_cond_data,
+    clip_metrics,
+    cond_to_rgb,
+    side_by_side,
+)
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import MultiScaleDiscriminator, VideoDiscriminator
 from neuralrender.nn.generators import SequentialGenerator
