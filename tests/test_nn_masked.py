@@ -21,6 +21,15 @@ from neuralrender.nn.masked import (
 from neuralrender.nn.rowlstm import PixelRNN, RowLSTMLayer
 
 H = W = 12
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one thread is many times faster than two on a busy shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 PIX = (6, 6)
 
 
@@ -214,3 +223,20 @@ def test_sampling_shapes_completion_and_determinism():
         head.weight.zero_()
         head.bias.copy_(torch.tensor([-50.0, -50.0, 50.0, -50.0]).repeat(3))
     assert torch.all(autoregressive_sample(net, torch.zeros(1, 3, 3, 3, dtype=torch.long)) == 2)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GatedPixelCNN(1, 4, channels=8, layers=3, kernel=3, first_kernel=5, num_classes=2, cond_channels=1),
+    lambda: PixelCNN(1, 4, channels=8, layers=2, kernel=3, first_kernel=5)])
+def test_row_reach_cropping_is_exact(make):
+    """The sampler crops rows above `row_reach`: the logits of the last row must not change."""
+    torch.manual_seed(0)
+    net = make()
+    x = torch.randint(0, 4, (2, 1, 16, 9))
+    kw = {"label": torch.tensor([0, 1]), "cond": torch.rand(2, 1, 16, 9)} if isinstance(net, GatedPixelCNN) else {}
+    full = net(x, **kw)[..., -1, :]
+    top = 16 - 1 - net.row_reach
+    crop = {k: (v[:, :, top:] if k == "cond" else v) for k, v in kw.items()}
+    assert torch.allclose(net(x[:, :, top:], **crop)[..., -1, :], full, atol=1e-5)
+    crop = {k: (v[:, :, top + 1:] if k == "cond" else v) for k, v in kw.items()}
+    assert not torch.allclose(net(x[:, :, top + 1:], **crop)[..., -1, :], full, atol=1e-5)  # the reach is tight

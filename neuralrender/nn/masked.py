@@ -140,6 +140,8 @@ class AutoregressiveNet(nn.Module):
     as the scalar 2v/(K-1)-1, E>0 as a learned E-vector (codes of a VQ-VAE).
     """
 
+    row_reach: int | None = None  # rows above a pixel that can affect its logits (None: all of them)
+
     def __init__(self, in_channels: int, levels: int, embed: int = 0):
         super().__init__()
         self.in_channels, self.levels, self.embed_dim = in_channels, levels, embed
@@ -188,6 +190,7 @@ class PixelCNN(AutoregressiveNet):
             MaskedConv2d(half, half, kernel, "B", groups=g), nn.ReLU(),
             MaskedConv2d(half, channels, 1, "B", groups=g)) for _ in range(layers))
         self.head = self.make_head(channels)
+        self.row_reach = first_kernel // 2 + layers * (kernel // 2)  # rows above that can reach the output
 
     def body(self, f: torch.Tensor, label=None, cond=None) -> torch.Tensor:
         y = self.first(f)
@@ -218,6 +221,8 @@ class GatedPixelCNN(AutoregressiveNet):
                 self.feat_channels if first else channels, channels, first_kernel if first else kernel, first, g,
                 in_groups=self.feature_groups() if first else None, label_dim=ld, cond_channels=cond_channels))
         self.head = self.make_head(channels)
+        # rows above that can reach the output: the vertical stack's reach plus the one-row shift into h
+        self.row_reach = first_kernel // 2 + (layers - 1) * (kernel // 2) + 1
 
     def body(self, f: torch.Tensor, label=None, cond=None) -> torch.Tensor:
         if self.num_classes and label is None:
@@ -243,22 +248,23 @@ def autoregressive_sample(net: nn.Module, x: torch.Tensor, label: torch.Tensor |
 
     x int [B,C,H,W]: rows >= start_row are (re)drawn, the rows above are kept (start_row=0: unconditional
     samples; H//2: completions of the top halves). net(x, label=, cond=) -> logits [B,C,K,H,W]; cond [B,S,H,W]
-    is cropped with x, since the logits of row i only depend on rows <= i. Returns a new int64 [B,C,H,W].
+    is cropped with x, since the logits of row i only depend on rows <= i (and on no row more than
+    `net.row_reach` above it, when the network states it). Returns a new int64 [B,C,H,W].
     """
     x = x.clone().long()
     b, c, h, w = x.shape
+    reach = getattr(net, "row_reach", None)
     was_training = net.training
     net.eval()
     try:
         for i in range(start_row, h):
-            xi = x[:, :, : i + 1]
-            ci = cond[:, :, : i + 1] if cond is not None else None
+            top = 0 if reach is None else max(0, i - reach)  # rows above `top` cannot affect row i
+            ci = cond[:, :, top : i + 1] if cond is not None else None
             for j in range(w):
                 for ch in range(c):
-                    logits = net(xi, label=label, cond=ci)[:, ch, :, i, j] / max(temperature, 1e-6)
-                    probs = torch.softmax(logits.float(), dim=-1)
+                    logits = net(x[:, :, top : i + 1], label=label, cond=ci)[:, ch, :, -1, j]
+                    probs = torch.softmax(logits.float() / max(temperature, 1e-6), dim=-1)
                     x[:, ch, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-                    xi = x[:, :, : i + 1]
     finally:
         net.train(was_training)
     return x

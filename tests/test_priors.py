@@ -1,0 +1,145 @@
+"""The prior methods: pixelcnn, gated-pixelcnn, pixelrnn, vqvae, vqvae2, code-prior.
+
+Per method a smoke test (a few Trainer steps: finite loss, metric keys, renders, and a checkpoint round trip
+through `load_run` giving the same outputs) and a learning test against a named baseline with a stated margin.
+"""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from neuralrender.losses.likelihood import bernoulli_nll, categorical_nll
+from neuralrender.metrics.density import (
+    bits_per_dim,
+    independent_pixel_nll,
+    perplexity,
+    uniform_nll,
+    unigram_nll,
+)
+from neuralrender.train.trainer import Trainer, build_configs, load_run
+
+QUIET = {"quiet": True, "eval_every": 0, "ckpt_every": 0, "log_every": 1, "threads": 1}
+TINY_AR = {"channels": 8, "layers": 2, "first_kernel": 5, "samples": 2, "batch_size": 4, "eval_batches": 1}
+TINY_VQ = {"hidden": 16, "res_blocks": 1, "code_dim": 4, "batch_size": 4, "eval_batches": 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one thread is many times faster than two on a busy shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def train(name, out, steps, **kw):
+    _, tcfg, mcfg = build_configs(name, {}, {**QUIET, "out": str(out), "steps": steps, **kw})
+    tr = Trainer(name, tcfg, mcfg)
+    return tr, tr.run()
+
+
+def first_items(ds, n=4):
+    return default_collate([ds[i] for i in range(n)])
+
+
+# ---- likelihood helpers -------------------------------------------------------------------------------
+
+
+def test_nll_helpers_agree_with_hand_computation():
+    logits = torch.zeros(2, 1, 4, 3, 3)  # uniform over 4 values
+    x = torch.randint(0, 4, (2, 1, 3, 3))
+    assert torch.allclose(categorical_nll(logits, x), torch.full((2,), 9 * math.log(4)))
+    assert abs(bits_per_dim(9 * math.log(4), 9) - 2.0) < 1e-6
+    assert torch.allclose(categorical_nll(torch.zeros(2, 4, 3, 3), x[:, 0]), torch.full((2,), 9 * math.log(4)))
+    b = torch.tensor([[1.0, 0.0]])
+    assert torch.allclose(bernoulli_nll(torch.zeros(1, 2), b), torch.tensor([2 * math.log(2)]))
+    # two-level softmax == Bernoulli on the logit difference
+    lg = torch.randn(3, 1, 2, 4, 4)
+    xb = torch.randint(0, 2, (3, 1, 4, 4))
+    assert torch.allclose(categorical_nll(lg, xb), bernoulli_nll(lg[:, :, 1] - lg[:, :, 0], xb.float()), atol=1e-5)
+
+
+def test_baselines():
+    train = torch.tensor([[0, 1], [0, 1], [0, 0], [0, 1]])  # pixel 0 always 0, pixel 1 mostly 1
+    test = torch.tensor([[0, 1]])
+    nll = independent_pixel_nll(train, test, 2, alpha=1.0)
+    assert torch.allclose(nll, torch.tensor([-math.log(5 / 6) - math.log(4 / 6)]))
+    uni = unigram_nll(train, test, 2, alpha=0.0)  # 5 zeros, 3 ones
+    assert torch.allclose(uni, torch.tensor([-math.log(5 / 8) - math.log(3 / 8)]))
+    assert abs(uniform_nll(49, 128) - 49 * math.log(128)) < 1e-9
+    assert abs(perplexity(torch.ones(7)) - 7) < 1e-9
+
+
+# ---- smoke tests ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("pixelcnn", {"variant": "256"}),
+    ("gated-pixelcnn", {"variant": "binary"}),
+    ("pixelrnn", {"variant": "binary", "layers": 1})])
+def test_pixel_models_smoke_and_checkpoint_round_trip(tmp_path, shared_data, name, extra):
+    tr, s = train(name, tmp_path / name, 3, **{**TINY_AR, **extra, "dataset": "lfw"})
+    ev = s["eval"]
+    assert math.isfinite(s["train"]["nll_nats"]) and ev["nll_nats"] > 0
+    assert {"bits_per_dim", "baseline_nll_nats", "baseline_bits_per_dim"} <= set(ev)
+    names = sorted(Path(p).name.split("_", 2)[-1] for p in s["renders"])
+    assert names == ["completions.png", "samples.png"]
+    model, bundle, _, _ = load_run(tmp_path / name, device="cpu")
+    x, y = first_items(bundle.val)
+    tr.model.eval()
+    assert torch.equal(model.logits(x.long(), y), tr.model.logits(x.long(), y))
+    levels = 256 if extra["variant"] == "256" else 2
+    assert model.logits(x.long(), y).shape == (4, 1, levels, 25, 25)
+    g = torch.Generator().manual_seed(0)
+    samples = model.sample(2, torch.tensor([0, 1]), generator=g)
+    assert samples.shape == (2, 1, 25, 25) and samples.max() < levels
+
+
+@pytest.mark.parametrize("name", ["vqvae", "vqvae2"])
+def test_vq_models_smoke_and_checkpoint_round_trip(tmp_path, shared_data, name):
+    extra = {"num_codes": 16} if name == "vqvae" else {"num_codes_top": 8, "num_codes_bottom": 16}
+    tr, s = train(name, tmp_path / name, 3, **TINY_VQ, **extra)
+    ev = s["eval"]
+    assert math.isfinite(s["train"]["mse"]) and 0 < ev["mse"] < 1 and "psnr_mean_image" in ev
+    rendered = {Path(p).name.split("_", 2)[-1] for p in s["renders"]}
+    assert "reconstructions.png" in rendered and any("codebook_usage" in r for r in rendered)
+    model, bundle, _, _ = load_run(tmp_path / name, device="cpu")
+    x, _ = first_items(bundle.val)
+    tr.model.eval()
+    assert torch.equal(model(x)[0], tr.model(x)[0])
+    if name == "vqvae":
+        codes = model.encode(x)
+        assert codes.shape == (4, 7, 7) and codes.dtype == torch.long
+        assert torch.allclose(model.decode_codes(codes), model(x)[0], atol=1e-6)
+    else:
+        top, bottom = model.encode(x)
+        assert top.shape == (4, 4, 4) and bottom.shape == (4, 8, 8)
+        assert torch.allclose(model.decode_codes(top, bottom), model(x)[0], atol=1e-6)
+
+
+def test_code_prior_smoke_and_checkpoint_round_trip(tmp_path, shared_data):
+    train("vqvae", tmp_path / "vq", 3, **TINY_VQ, num_codes=16)
+    for cond in ("class", "image"):
+        out = tmp_path / f"prior_{cond}"
+        tr, s = train("code-prior", out, 3, vqvae_run=str(tmp_path / "vq"), condition=cond, **TINY_AR, embed=4)
+        ev = s["eval"]
+        assert math.isfinite(s["train"]["nll_nats"]) and ev["uniform_nll_nats"] == pytest.approx(49 * math.log(16))
+        assert {"bits_per_code", "unigram_nll_nats"} <= set(ev)
+        assert {Path(p).name.split("_", 2)[-1] for p in s["renders"]} == {"samples.png", "reconstructions.png"}
+        model, bundle, _, _ = load_run(out, device="cpu")
+        batch = first_items(bundle.val)
+        tr.model.eval()
+        assert torch.equal(model.nll(batch), tr.model.nll(batch))
+        assert not any(k.startswith("_vqvae") for k in model.state_dict())
+
+
+def test_code_prior_needs_a_vqvae_run(tmp_path):
+    from neuralrender.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vqvae-run"):
+        train("code-prior", tmp_path / "p", 1, vqvae_run="")
+    with pytest.raises(ConfigError, match="not a run directory"):
+        train("code-prior", tmp_path / "p", 1, vqvae_run=str(tmp_path))
