@@ -1,4 +1,4 @@
-"""A tiny posed dataset for the deferred-rendering tests: a textured, Lambert-lit UV sphere on a gray
+"""A tiny posed dataset for the deferred-rendering tests: a textured, Lambert-lit UV sphere on a green
 background, rendered by the graphics core (rasterize -> interpolate uv -> texture -> shade) and written with
 io.posed.save_posed_dataset + io.meshes.save_mesh. No external files; ~1 s to build at 64 x 64."""
 
@@ -17,7 +17,7 @@ from neuralrender.graphics.texture import texture
 from neuralrender.io.meshes import save_mesh
 from neuralrender.io.posed import save_posed_dataset
 
-BACKGROUND = 0.5
+BACKGROUND = (0.0, 0.8, 0.0)  # a colour no texel has, so a render's foreground is easy to find
 
 
 def checker_texture(size: int = 64) -> torch.Tensor:
@@ -45,7 +45,8 @@ def render_sphere(cams: Cameras, mesh, tex: torch.Tensor) -> torch.Tensor:
     shade = 0.35 + 0.65 * (n @ light).clamp_min(0)  # [B,H,W]
     rgb = texture(tex, uv) * shade.unsqueeze(1)
     m = frags.mask.unsqueeze(1).float()
-    return (rgb * m + BACKGROUND * (1 - m)).clamp(0, 1)
+    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1)
+    return (rgb * m + bg * (1 - m)).clamp(0, 1)
 
 
 def build_sphere_dataset(root: Path, n_train: int = 24, n_test: int = 6, size: int = 64) -> Path:

@@ -17,16 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from neuralrender.data.view_pairs import camera_path, cameras_from_batch, resolve_posed
 from neuralrender.errors import DataError, NeuralRenderError
-from neuralrender.graphics.cameras import Cameras, orbit, spiral
+from neuralrender.graphics.cameras import Cameras
 from neuralrender.graphics.meshes import Mesh
 from neuralrender.graphics.raster import rasterize
 from neuralrender.losses.reconstruction import PerceptualLoss, l1_loss, perceptual_status
 from neuralrender.methods.base import DataBundle, Method
 from neuralrender.metrics import lpips_metric, psnr, ssim
 from neuralrender.nn.unet import UNet
-
-DEFAULT_SCENE = "default"
 
 
 @dataclass
@@ -39,7 +38,7 @@ class DeferredConfig:
     scale_max: float = field(default=1.25, metadata={"help": "largest random scale of a training view"})
     unet_width: int = field(default=16, metadata={"help": "channels of the U-Net's first level"})
     unet_depth: int = field(default=4, metadata={"help": "stride-2 levels of the U-Net"})
-    unet_norm: str = field(default="instance", metadata={"help": "U-Net normalization: instance|batch|group|none"})
+    unet_norm: str = field(default="group", metadata={"help": "U-Net normalization: instance|batch|group|none"})
     unet_up: str = field(default="transpose", metadata={"help": "U-Net upsampling: transpose|bilinear"})
     vgg_weights: str | None = field(default=None, metadata={
         "help": "VGG16 weights file (torchvision layout, .pth/.safetensors) for the perceptual loss; off when unset"})
@@ -50,28 +49,6 @@ class DeferredConfig:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def resolve_dataset(data: str | None) -> Path:
-    """A posed dataset folder from `data`: a folder / json path ('shared:' allowed), a built-in scene name
-    (built on first use into runs/scenes/<name>), or None for the default scene."""
-    from neuralrender.paths import resolve_data_path
-
-    if data is not None:
-        p = resolve_data_path(data)
-        if p.exists():
-            return p
-    name = data or DEFAULT_SCENE
-    try:
-        from neuralrender.data import scenes
-    except ImportError as e:
-        raise NeuralRenderError(f"dataset '{name}' not found and scenes are unavailable ({e})") from None
-    if name not in scenes.list_scenes():
-        raise DataError(name, f"no such dataset folder, and not a built-in scene ({', '.join(scenes.list_scenes())})")
-    out = Path("runs") / "scenes" / name
-    if not (out / "transforms.json").is_file():
-        scenes.build_scene(scenes.load_scene(name), out)
-    return out
-
-
 def atlas_uvs(mesh: Mesh) -> tuple[torch.Tensor, torch.Tensor]:
     """(uvs [T',2], face_uvs [F,3]) with each labelled object's UVs squeezed into its own tile of a
     ceil(sqrt(n)) x ceil(sqrt(n)) grid (tiles shrunk by a 1/32 margin), so that objects whose UV charts
@@ -120,6 +97,8 @@ class DeferredViews(Dataset):
         if self.augment:
             s = float(torch.empty(()).uniform_(self.scale_min, self.scale_max))
             H, W = img.shape[-2:]
+            if self.crop:  # never scale below the crop size: every item of a batch has the same shape
+                s = max(s, self.crop / min(H, W))
             h, w = max(1, round(H * s)), max(1, round(W * s))
             if (h, w) != (H, W):
                 img = F.interpolate(img[None], size=(h, w), mode="bilinear", align_corners=False, antialias=s < 1)[0]
@@ -144,7 +123,7 @@ def load_posed(root: Path, split: str, downscale: int):
 def build_deferred_data(cfg: DeferredConfig, data: str | None) -> DataBundle:
     from neuralrender.io.meshes import load_mesh
 
-    root = resolve_dataset(data)
+    root = Path(resolve_posed(data))
     train = load_posed(root, "train", cfg.downscale)
     test = None
     for split in ("test", "val"):
@@ -179,29 +158,6 @@ def build_deferred_data(cfg: DeferredConfig, data: str | None) -> DataBundle:
     return DataBundle(tr, te, info)
 
 
-# ---------------------------------------------------------------------------------------------- camera paths
-def camera_path(info: dict, path: str | None, frames: int) -> Cameras:
-    """'orbit' | 'spiral' | a transforms.json file/folder -> Cameras around the scene, sized like the dataset.
-    Orbit radius / elevation / field of view follow the training cameras (world y up)."""
-    W, H = info["width"], info["height"]
-    if path not in (None, "orbit", "spiral"):
-        from neuralrender.io.posed import load_transforms
-
-        return load_transforms(path, "all").cameras
-    cams: Cameras = info["train_cameras"]
-    target = info["target"]
-    off = cams.centers - target
-    radius = float(off.norm(dim=-1).mean())
-    elev = torch.rad2deg(torch.asin((off[:, 1] / off.norm(dim=-1)).clamp(-1, 1)))
-    fov = float(torch.rad2deg(2 * torch.atan(H / 2 / cams.K[:, 1, 1])).mean())
-    tgt = tuple(float(x) for x in target)
-    if path == "spiral":
-        lo, hi = float(elev.min()), float(elev.max())
-        return spiral(frames, radius=radius, elevation_range_deg=(lo, hi), turns=1.0, target=tgt, fov_deg=fov,
-                      width=W, height=H)
-    return orbit(frames, radius=radius, elevation_deg=float(elev.mean()), target=tgt, fov_deg=fov, width=W, height=H)
-
-
 # ---------------------------------------------------------------------------------------------- model
 class DeferredMethod(Method):
     """Base: rasterize the mesh for the batch's cameras, subclass turns fragments into U-Net inputs -> RGB."""
@@ -222,6 +178,8 @@ class DeferredMethod(Method):
         self.depth_scale = float(info["depth_scale"])
         self.unet = UNet(self.in_channels + 1, 3, width=cfg.unet_width, depth=cfg.unet_depth, norm=cfg.unet_norm,
                          up=cfg.unet_up, out_act="sigmoid")
+        with torch.no_grad():  # start from the training images' mean colour instead of 0.5 gray
+            self.unet.head.bias.copy_(torch.logit(info["mean_color"].float().clamp(0.02, 0.98)))
         self.perceptual_note = perceptual_status(cfg.vgg_weights)
         p = PerceptualLoss.from_path(cfg.vgg_weights) if cfg.vgg_weights else None
         self._perceptual = [p]  # a list: the frozen VGG is not a submodule, so it stays out of checkpoints
@@ -248,8 +206,7 @@ class DeferredMethod(Method):
 
     def cameras_of(self, batch: dict) -> Cameras:
         img = batch["image"]
-        return Cameras(K=batch["K"].float(), R=batch["R"].float(), t=batch["t"].float(),
-                       width=img.shape[-1], height=img.shape[-2])
+        return cameras_from_batch(batch["K"].float(), batch["R"].float(), batch["t"].float(), img.shape[-1], img.shape[-2])
 
     def rasterize(self, cams: Cameras):
         return rasterize(cams, self.verts, self.faces, backend=self.cfg.backend)
@@ -323,7 +280,7 @@ class DeferredMethod(Method):
         from neuralrender.io.video import write_video
 
         self.eval()
-        cams = camera_path(bundle.info, path, frames)
+        cams = camera_path(bundle.info["train_cameras"], path, frames, bundle.info["target"])
         video = self.render_cameras(cams)
         out = Path(out)
         name = Path(path).stem if path not in (None, "orbit", "spiral") else (path or "orbit")
