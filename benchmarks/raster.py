@@ -64,19 +64,23 @@ class PeakRSS:
 
 
 def _time_interleaved(fns: dict, reps: int, sync) -> dict:
-    """Best-of-reps wall time in ms of each function, calling them in turn so that load from other processes
-    on a shared machine hits all of them alike."""
+    """Best-of-reps wall time in ms of each function (and, as "<name>_cpu", its process CPU time summed over
+    threads), calling them in turn so that load from other processes on a shared machine hits all alike."""
     for fn in fns.values():  # warm-up
         fn()
     sync()
     best = {k: float("inf") for k in fns}
+    cpu = {k: float("inf") for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             sync()
             best[k] = min(best[k], time.perf_counter() - t0)
-    return {k: v * 1000.0 for k, v in best.items()}
+            cpu[k] = min(cpu[k], time.process_time() - c0)
+    out = {k: v * 1000.0 for k, v in best.items()}
+    out.update({k + "_cpu": v * 1000.0 for k, v in cpu.items()})
+    return out
 
 
 def load_meshes():
@@ -115,7 +119,7 @@ def main(argv=None):
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu kernel compiled: {have_cpp}, "
           f"backends: {', '.join(backends)}")
     hdr = (f"{'mesh':14s} {'res':>4s} {'backend':10s} {'ref ms':>7s} {'rast ms':>8s} {'Mtri/s':>7s} {'vs ref':>6s} "
-           f"{'+interp':>8s} {'f+b ms':>8s} {'f+b/fwd':>7s} {'peak MB':>8s} {'ids=ref':>8s}")
+           f"{'cpu/ref':>7s} {'+interp':>8s} {'f+b ms':>8s} {'f+b/fwd':>7s} {'peak MB':>8s} {'ids=ref':>8s}")
     print(hdr)
     print("-" * len(hdr))
     for name, (v, f) in load_meshes().items():
@@ -149,9 +153,10 @@ def main(argv=None):
                     t = _time_interleaved(fns, 1 if be == "torch" else reps, sync)
                 agree = (rast().face_id[0].cpu() == fid_ref).float().mean().item()
                 print(f"{name:14s} {S:4d} {be:10s} {t['ref']:7.2f} {t['rast']:8.2f} {F / t['rast'] / 1e3:7.2f} "
-                      f"{t['rast'] / t['ref']:6.2f} {t['fwd']:8.2f} {t['fb']:8.2f} {t['fb'] / t['fwd']:7.2f} "
+                      f"{t['rast'] / t['ref']:6.2f} {t['rast_cpu'] / max(t['ref_cpu'], 1e-6):7.2f} {t['fwd']:8.2f} {t['fb']:8.2f} {t['fb'] / t['fwd']:7.2f} "
                       f"{mem.peak_mb:8.1f} {100 * agree:7.2f}%")
     print("ref = benchmarks/zbuffer_ref.cpp (1 thread: ids + depth + bary); rast = rasterize() under no_grad; "
+          "vs ref = wall-time ratio; cpu/ref = ratio of process CPU time (all threads; robust to a loaded machine); "
           "+interp = rasterize + interpolate(3 ch); f+b = that with backward to the vertices; f+b/fwd = f+b / +interp; "
           "peak MB = resident-memory increase while timing the row; ids=ref = pixels whose face id equals the reference")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

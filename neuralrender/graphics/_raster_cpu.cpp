@@ -104,6 +104,7 @@ std::vector<torch::Tensor> rasterize_cpu(torch::Tensor verts_clip, torch::Tensor
                                          bool cull, int64_t num_threads) {
   TORCH_CHECK(verts_clip.dim() == 3 && verts_clip.size(2) == 4, "verts_clip must be [B,V,4]");
   TORCH_CHECK(faces.dim() == 2 && faces.size(1) == 3, "faces must be [F,3]");
+  TORCH_CHECK(faces.size(0) < 2147483647, "too many faces for the CPU kernel");
   verts_clip = verts_clip.to(torch::kFloat32).contiguous();
   faces = faces.to(torch::kInt64).contiguous();
   const int64_t B = verts_clip.size(0), V = verts_clip.size(1), F = faces.size(0);
@@ -143,6 +144,25 @@ std::vector<torch::Tensor> rasterize_cpu(torch::Tensor verts_clip, torch::Tensor
 
   const int64_t band = 16;
   const int64_t nbands = (H + band - 1) / band;
+  // bin faces into row bands (counting sort, keeps face order so depth ties still keep the smaller id)
+  std::vector<int64_t> bin_start((size_t)(B * nbands + 1), 0);
+  for (int64_t k = 0; k < B * F; ++k) {
+    const Setup& s = setup[k];
+    if (s.x0 > s.x1 || s.y0 > s.y1) continue;
+    int64_t bi = k / F;
+    for (int64_t r = s.y0 / band; r <= s.y1 / band; ++r) bin_start[bi * nbands + r + 1]++;
+  }
+  for (size_t k = 1; k < bin_start.size(); ++k) bin_start[k] += bin_start[k - 1];
+  std::vector<int32_t> bin_faces((size_t)bin_start.back());
+  {
+    std::vector<int64_t> fill(bin_start.begin(), bin_start.end() - 1);
+    for (int64_t k = 0; k < B * F; ++k) {
+      const Setup& s = setup[k];
+      if (s.x0 > s.x1 || s.y0 > s.y1) continue;
+      int64_t bi = k / F;
+      for (int64_t r = s.y0 / band; r <= s.y1 / band; ++r) bin_faces[fill[bi * nbands + r]++] = (int32_t)(k - bi * F);
+    }
+  }
   run(B * nbands, [&](int64_t a, int64_t b) {
     std::vector<double> zbuf((size_t)(band * W));
     std::vector<double> xs((size_t)W);
@@ -154,9 +174,9 @@ std::vector<torch::Tensor> rasterize_cpu(torch::Tensor verts_clip, torch::Tensor
       float* dd = dp + bi * H * W;
       float* bb = bp + bi * H * W * 3;
       const Setup* S = setup.data() + bi * F;
-      for (int64_t f = 0; f < F; ++f) {
+      for (int64_t q = bin_start[item]; q < bin_start[item + 1]; ++q) {
+        const int64_t f = bin_faces[q];
         const Setup& s = S[f];
-        if (s.x0 > s.x1 || s.y1 < r0 || s.y0 > r1) continue;
         int64_t ya = std::max<int64_t>(s.y0, r0), yb = std::min<int64_t>(s.y1, r1);
         for (int64_t i = ya; i <= yb; ++i) {
           double py = (2.0 * (double)i + 1.0) / (double)H - 1.0;

@@ -318,6 +318,8 @@ def rasterize_clip(verts_clip: Tensor, faces: Tensor, resolution, backend: str =
     else:
         with torch.no_grad():
             face_id, bary, depth = _visibility(name, verts_clip.detach(), faces, H, W, cull_backfaces)
+        if verts_clip.dtype != torch.float32:  # the kernel works in float32: recompute at full precision
+            bary = depth = None
     bary, depth = barycentrics_from_clip(verts_clip, faces, face_id.to(verts_clip.device), bary, depth)
     return Fragments(face_id=face_id, bary=bary, depth=depth, verts_clip=verts_clip, faces=faces)
 
