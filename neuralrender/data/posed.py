@@ -86,7 +86,7 @@ class PosedImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         if self._cache is not None and i in self._cache:
-            return self._cache[i]
+            return dict(self._cache[i])
         d = self.data
         img = read_image(d.image_paths[i], channels=None)
         if img.shape[0] in (2, 4):
