@@ -70,12 +70,12 @@ def test_relative_transfer_with_static_driving_leaves_source_unchanged(tmp_path,
 @pytest.mark.slow
 def test_fomm_learns_motion_on_moving_discs(tmp_path):
     """Learning: on held-out synthetic videos (a disc circling over a gradient), after 300 steps the
-    reconstruction L1 is at least 20% below the same model driven by the source (no-motion baseline)
-    and below copy-source."""
+    reconstruction L1 is at least 20% below copy-source and below the same model driven by the source
+    (no-motion baseline). Measured: 0.0304 vs 0.0474 copy-source, 0.0676 no-motion (~165 s)."""
     data = moving_disc_videos(tmp_path / "discs")
     s = trainer(tmp_path / "learn", 300, data=str(data), batch_size=4, lr=2e-3, max_frames=0, eval_stride=1,
                 eval_batches=0, num_kp=4, kp_width=8, motion_width=8, gen_width=8, max_features=32, kp_blocks=3, motion_blocks=3,
                 gen_res=2, kp_scale=0.5).run()
     ev = s["eval"]
-    assert ev["l1"] < 0.8 * ev["l1_no_motion"], ev
-    assert ev["l1"] < ev["l1_copy_source"], ev
+    assert ev["l1"] < 0.8 * ev["l1_copy_source"], ev
+    assert ev["l1"] < ev["l1_no_motion"], ev
