@@ -143,3 +143,64 @@ def test_code_prior_needs_a_vqvae_run(tmp_path):
         train("code-prior", tmp_path / "p", 1, vqvae_run="")
     with pytest.raises(ConfigError, match="not a run directory"):
         train("code-prior", tmp_path / "p", 1, vqvae_run=str(tmp_path))
+
+
+# ---- learning tests ---------------------------------------------------------------------------------------
+
+LEARN_AR = {"channels": 16, "layers": 4, "kernel": 3, "first_kernel": 5, "samples": 4, "batch_size": 16,
+            "eval_batches": 0, "lr": 2e-3}
+
+
+def test_gated_pixelcnn_beats_independent_pixels(tmp_path, shared_data):
+    """Binarized Fashion-MNIST, 150 steps: test NLL at most 60% of the independent-Bernoulli baseline's."""
+    _, s = train("gated-pixelcnn", tmp_path / "g", 150, **LEARN_AR, variant="binary")
+    ev = s["eval"]
+    assert ev["nll_nats"] <= 0.6 * ev["baseline_nll_nats"], ev
+
+
+def test_pixelcnn_256_levels_beats_per_pixel_histograms(tmp_path, shared_data):
+    """256-level Fashion-MNIST, 150 steps: test bits/dim at least 0.5 below the per-pixel histogram baseline."""
+    _, s = train("pixelcnn", tmp_path / "p", 150, **LEARN_AR, variant="256")
+    ev = s["eval"]
+    assert ev["bits_per_dim"] <= ev["baseline_bits_per_dim"] - 0.5, ev
+
+
+def test_pixelrnn_beats_independent_pixels(tmp_path, shared_data):
+    """Binarized Fashion-MNIST, 100 steps of a one-layer Row LSTM: test NLL at most 70% of the baseline's."""
+    _, s = train("pixelrnn", tmp_path / "r", 100, **{**LEARN_AR, "layers": 1}, variant="binary")
+    ev = s["eval"]
+    assert ev["nll_nats"] <= 0.7 * ev["baseline_nll_nats"], ev
+
+
+@pytest.fixture(scope="module")
+def vqvae_run(tmp_path_factory, shared_data):
+    """A VQ-VAE trained for 300 steps (32 codes), shared by the VQ-VAE and code-prior learning tests."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("vq") / "vqvae"
+    _, s = train("vqvae", out, 300, hidden=32, res_blocks=1, num_codes=32, code_dim=8, batch_size=32,
+                 eval_batches=0, lr=2e-3)
+    return out, s
+
+
+def test_vqvae_reconstructs_with_all_codes_in_use(vqvae_run):
+    """PSNR at least 5 dB above the train mean image's; every code used; perplexity above K/4."""
+    ev = vqvae_run[1]["eval"]
+    assert ev["psnr"] >= ev["psnr_mean_image"] + 5.0, ev
+    assert ev["codes_used"] == 32 and ev["perplexity"] > 8, ev
+
+
+def test_vqvae2_reconstructs(tmp_path, shared_data):
+    """Two levels, 300 steps: PSNR at least 5 dB above the mean image's, both codebooks fully used."""
+    _, s = train("vqvae2", tmp_path / "v2", 300, hidden=32, res_blocks=1, num_codes_top=16, num_codes_bottom=32,
+                 code_dim=8, batch_size=32, eval_batches=0, lr=2e-3)
+    ev = s["eval"]
+    assert ev["psnr"] >= ev["psnr_mean_image"] + 5.0, ev
+    assert ev["codes_used_top"] == 16 and ev["codes_used_bottom"] == 32, ev
+
+
+def test_code_prior_beats_unigram_codes(tmp_path, vqvae_run):
+    """Class-conditional prior over the 7x7 codes, 200 steps: test NLL at least 15% below the unigram's."""
+    _, s = train("code-prior", tmp_path / "cp", 200, vqvae_run=str(vqvae_run[0]), condition="class",
+                 **{**LEARN_AR, "embed": 8})
+    ev = s["eval"]
+    assert ev["nll_nats"] <= 0.85 * ev["unigram_nll_nats"] < ev["uniform_nll_nats"], ev

@@ -153,7 +153,7 @@ class CodePrior(Method):
 
     @torch.no_grad()
     def render(self, batch):
-        codes, labels, cond, images = batch[0], batch[1], batch[2], batch[3]
+        codes, cond, images = batch[0], batch[2], batch[3]
         vq = self.vqvae()
         out = {"reconstructions": torch.cat([images, vq.decode_codes(codes[:, 0])], -1)}
         if self.cfg.condition == "image":
