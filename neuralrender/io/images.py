@@ -82,8 +82,8 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     """float [C,H,W] in [0,1] -> uint8 numpy [H,W,C] (or [H,W] for C=1), rounded, clamped."""
     if img.ndim != 3:
         raise ValueError(f"expected [C,H,W], got shape {tuple(img.shape)}")
-    a = img.detach().float().cpu().clamp(0, 1).mul(255.0).round().to(torch.uint8)
-    a = a.permute(1, 2, 0).numpy()
+    x = img.detach().cpu().float().permute(1, 2, 0).numpy()  # numpy: no thread start-up for small images
+    a = np.rint(np.clip(x, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)  # round half to even
     return a[..., 0] if a.shape[2] == 1 else a
 
 
@@ -147,8 +147,8 @@ def save_depth(depth: torch.Tensor, path: str | os.PathLike, scale: float = 1000
     """
     import imageio.v3 as iio
 
-    d = depth.detach().float().cpu().reshape(depth.shape[-2:])
-    code = (d.clamp_min(0) * scale).round().clamp(0, 65535).to(torch.int32).numpy().astype(np.uint16)
+    d = depth.detach().cpu().float().reshape(depth.shape[-2:]).numpy()
+    code = np.clip(np.rint(np.maximum(d, 0.0) * np.float32(scale)), 0, 65535).astype(np.uint16)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(p, code)
