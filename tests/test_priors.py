@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from neuralrender.errors import ConfigError
 from neuralrender.losses.likelihood import bernoulli_nll, categorical_nll
 from neuralrender.metrics.density import (
     bits_per_dim,
@@ -136,9 +137,28 @@ def test_code_prior_smoke_and_checkpoint_round_trip(tmp_path, shared_data):
         assert not any(k.startswith("_vqvae") for k in model.state_dict())
 
 
-def test_code_prior_needs_a_vqvae_run(tmp_path):
-    from neuralrender.errors import ConfigError
+def test_code_prior_on_vqvae2_levels(tmp_path, shared_data):
+    train("vqvae2", tmp_path / "vq2", 3, **TINY_VQ, num_codes_top=8, num_codes_bottom=16)
+    common = {**TINY_AR, "embed": 4, "vqvae_run": str(tmp_path / "vq2")}
+    _, s = train("code-prior", tmp_path / "top", 3, level="top", condition="class", **common)
+    assert s["eval"]["uniform_nll_nats"] == pytest.approx(16 * math.log(8))  # 4x4 top codes, 8 values
+    tr, s = train("code-prior", tmp_path / "bottom", 3, level="bottom", condition="none",
+                  top_prior_run=str(tmp_path / "top"), **common)
+    assert s["eval"]["uniform_nll_nats"] == pytest.approx(64 * math.log(16))  # 8x8 bottom codes, 16 values
+    assert {Path(p).name.split("_", 2)[-1] for p in s["renders"]} == {
+        "samples.png", "samples_given_top.png", "reconstructions.png"}
+    # the bottom prior is conditioned on the top codes
+    batch = first_items(tr.data.val)
+    other = list(batch)
+    other[4] = (batch[4] + 1) % 8
+    tr.model.eval()
+    assert not torch.allclose(tr.model.nll(batch), tr.model.nll(other))
+    with pytest.raises(ConfigError, match="needs a `vqvae2` run"):
+        train("vqvae", tmp_path / "vq1", 1, **TINY_VQ, num_codes=16)
+        train("code-prior", tmp_path / "bad", 1, level="bottom", vqvae_run=str(tmp_path / "vq1"))
 
+
+def test_code_prior_needs_a_vqvae_run(tmp_path):
     with pytest.raises(ConfigError, match="vqvae-run"):
         train("code-prior", tmp_path / "p", 1, vqvae_run="")
     with pytest.raises(ConfigError, match="not a run directory"):
