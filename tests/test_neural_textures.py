@@ -48,19 +48,21 @@ def test_pyramid_coarse_levels_get_gradients_everywhere():
     assert full.shape == (1, 4, 32, 32)
 
 
-def test_flatten_and_edit_are_exact():
+def test_edit_changes_exactly_the_edited_texels():
     torch.manual_seed(0)
     tex = NeuralTexture(channels=3, size=16, levels=3, lr_scale=4.0)
     for lev in tex.levels:
         torch.nn.init.normal_(lev)
     before = tex.full().detach().clone()
-    tex.flatten_()
-    assert torch.allclose(tex.full(), before, atol=1e-5)
-    assert all(float(lev.detach().abs().max()) == 0 for lev in list(tex.levels)[1:])
-    tex.edit_(lambda t: t.index_fill(2, torch.tensor([3]), 7.0))
+    uv = torch.rand(1, 8, 8, 2)
+    s_before = tex(uv).detach()
+    tex.edit_(lambda t: t.index_fill(2, torch.tensor([3]), 7.0))  # texel column 3 = u in [3/16, 4/16)
     after = tex.full().detach()
     changed = (after - before).abs().amax((0, 1)) > 1e-5
     assert changed[:, 3].all() and int(changed.sum()) == 16
+    assert torch.allclose(after[0, :, :, 3], torch.full((3, 16), 7.0), atol=1e-5)
+    far = (uv[..., 0] < 2 / 16) | (uv[..., 0] > 5 / 16)  # bilinear footprints that miss column 3
+    assert torch.equal(tex(uv).detach()[:, :, far[0]], s_before[:, :, far[0]])
 
 
 def test_atlas_separates_objects():

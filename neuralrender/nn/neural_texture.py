@@ -1,7 +1,8 @@
 """A learned multi-channel texture on a mesh's UV atlas, stored as a Laplacian hierarchy (Thies et al. 2019).
 
-Level k is a [1,C,S/2**k,S/2**k] parameter; the texture is the sum of all levels after bilinear upsampling to
-S x S. A pixel's gradient therefore reaches the finest texel under it AND the coarse texels around it, so
+Level k is a [1,C,S/2**k,S/2**k] parameter; a pixel's features are the sum of the levels' samples, each level
+sampled at its own resolution (`full()` shows the texture as one S x S image: the levels bilinearly upsampled
+and summed). A pixel's gradient therefore reaches the finest texel under it AND the coarse texels around it, so
 texels that no training view sees well still get values from their neighbourhood (the "mipmap" prior of the
 paper). Sampling goes through the graphics core's `texture()` (bilinear, or trilinear mip-mapped).
 """
@@ -46,26 +47,28 @@ class NeuralTexture(nn.Module):
     def forward(self, uv: torch.Tensor, mask: torch.Tensor | None = None, filter: str = "bilinear",
                 uv_da: torch.Tensor | None = None) -> torch.Tensor:
         """Sample at uv [B,H,W,2] (v up) -> features [B,C,H,W]; mask [B,H,W] bool zeroes the background.
-        filter: 'bilinear' | 'mipmap' (uv_da [B,H,W,2,2] from interpolate(..., return_derivatives=True))."""
-        return texture(self.full(), uv, filter=filter, mask=mask, uv_da=uv_da)
+        filter: 'bilinear' | 'mipmap' (uv_da [B,H,W,2,2] from interpolate(..., return_derivatives=True)).
+
+        Each level is sampled at its own resolution and the samples are summed (cost ~ pixels x levels, not
+        texels): the same as sampling `full()` up to the difference between bilinear sampling of a coarse level
+        and of its bilinear upsampling (a slight extra smoothing of the coarse levels in `full()`)."""
+        out = None
+        for lev in self.levels:
+            f = texture(lev, uv, filter=filter, uv_da=uv_da)  # linear in the texture: scale once at the end
+            out = f if out is None else out + f
+        out = out * self.lr_scale
+        if mask is not None:
+            out = out * mask.unsqueeze(1).to(out.dtype)
+        return out
 
     # ---- editing ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def flatten_(self) -> "NeuralTexture":
-        """Collapse the hierarchy into the finest level (same texture, coarse levels zero): edits made to
-        level 0 afterwards change exactly the texels they touch."""
-        full = self.full() / self.lr_scale
-        for k, lev in enumerate(self.levels):
-            lev.copy_(full if k == 0 else torch.zeros_like(lev))
-        return self
-
-    @torch.no_grad()
     def edit_(self, fn) -> "NeuralTexture":
-        """Apply fn(texture [C,S,S]) -> [C,S,S] to the full texture in place (flattens the hierarchy first)."""
-        self.flatten_()
-        tex = self.levels[0][0] * self.lr_scale
-        new = fn(tex.clone())
-        if new.shape != tex.shape:
-            raise NeuralRenderError(f"neural texture edit returned shape {tuple(new.shape)}, expected {tuple(tex.shape)}")
-        self.levels[0][0].copy_(new / self.lr_scale)
+        """Edit the texture in place: fn(texture [C,S,S]) -> [C,S,S], given `full()`; the difference is added
+        to the finest level, so texels fn leaves unchanged render exactly as before."""
+        old = self.full()[0]
+        new = fn(old.clone())
+        if new.shape != old.shape:
+            raise NeuralRenderError(f"neural texture edit returned shape {tuple(new.shape)}, expected {tuple(old.shape)}")
+        self.levels[0][0].add_((new - old) / self.lr_scale)
         return self
