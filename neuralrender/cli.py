@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "evaluate a run on its eval split: PSNR/SSIM (LPIPS when available) as a table and JSON",
     "render": "render outputs of a trained run (grids, videos, novel-view paths)",
     "scenes": "built-in scenes: list | build NAME | show DATASET",
+    "faces": "3D morphable face model: track VIDEO (Face2Face-style fitting), ...",
     "demo": "the main job on the built-in default scene",
 }
 
@@ -190,6 +191,14 @@ def cmd_scenes(argv: list[str]) -> int:
     return scenes.cli(argv)
 
 
+def cmd_faces(argv: list[str]) -> int:
+    try:
+        from neuralrender.faces import cli as faces_cli
+    except ImportError as e:
+        raise NeuralRenderError(f"face tools are not available in this build ({e})") from None
+    return faces_cli.cli(argv)
+
+
 def cmd_demo(argv: list[str]) -> int:
     from neuralrender.demo import main as demo_main
 
@@ -197,7 +206,7 @@ def cmd_demo(argv: list[str]) -> int:
 
 
 HANDLERS = {"methods": cmd_methods, "info": cmd_info, "train": cmd_train, "eval": cmd_eval,
-            "render": cmd_render, "scenes": cmd_scenes, "demo": cmd_demo}
+            "render": cmd_render, "scenes": cmd_scenes, "faces": cmd_faces, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
