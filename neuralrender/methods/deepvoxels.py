@@ -194,8 +194,9 @@ class DeepVoxels(Method):
         target = batch["image"]
         out = self(self._cameras(batch))
         base = self.mean_image.expand_as(target)
+        flat = self.mean_image.mean((1, 2), keepdim=True).expand_as(target)
         m = {"psnr": psnr(out["rgb"], target).mean().item(), "ssim": ssim(out["rgb"], target).mean().item(),
-             "psnr_mean_image": psnr(base, target).mean().item()}
+             "psnr_mean_image": psnr(base, target).mean().item(), "psnr_mean_color": psnr(flat, target).mean().item()}
         if "depth" in batch:
             m.update(self.depth_error(out["depth"], batch))
         return m

@@ -64,7 +64,10 @@ class Pix2PixNearest(Method):
         self.width, self.height = int(info["width"]), int(info["height"])
         self.scale = float((torch.as_tensor(info["bounds_max"]) - torch.as_tensor(info["bounds_min"])).max() / 2)
         self.register_buffer("mean_image", torch.as_tensor(info["mean_image"]).float().clone())
-        self.generator = UNet(3 + 12, 3, width=cfg.width, depth=cfg.depth, max_width=256, dropout=0.0)
+        import math
+
+        depth = max(1, min(cfg.depth, int(math.log2(min(self.width, self.height))) - 1))  # bottleneck >= 2x2
+        self.generator = UNet(3 + 12, 3, width=cfg.width, depth=depth, max_width=256, dropout=0.0)
         self.disc = PatchDiscriminator(3 + 3, width=cfg.d_width, n_layers=cfg.d_layers)
 
     def forward(self, source: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

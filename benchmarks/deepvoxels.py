@@ -1,0 +1,280 @@
+"""DeepVoxels vs pix2pix-nearest: quality under one wall-clock budget, multi-view consistency, speed.
+
+    python benchmarks/deepvoxels.py compare --data spot --minutes 15 [--threads 1] [--out runs/bench_deepvoxels]
+    python benchmarks/deepvoxels.py speed [--data spot] [--sizes 128 256] [--steps 3]
+
+compare: trains both methods on the same posed dataset for the same wall-clock budget (one process each,
+run one after the other, torch threads fixed), then reports test-split PSNR / SSIM (LPIPS when available),
+DeepVoxels' depth error, and on a 24-frame orbit the temporal warping error: consecutive frames are related
+by the flow that the known cameras and the scene's true depth give (built scenes are re-rendered on the
+orbit for that depth), frame t is warped into frame t+1 and compared on pixels visible in both. It writes
+results.json and images (test views side by side, depth maps) into --out.
+speed: training it/s, render fps and peak memory (CUDA: max allocated; CPU: peak RSS) at each size, and the
+share of a training step spent in lifting / 3D nets / projection / 2D nets (torch profiler record_function
+scopes over the method's own calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuralrender.data.view_pairs import camera_path  # noqa: E402
+from neuralrender.graphics.cameras import Cameras  # noqa: E402
+from neuralrender.graphics.warp import pixel_to_normalized, sample_grid  # noqa: E402
+from neuralrender.metrics import lpips_available, lpips_metric, psnr, ssim  # noqa: E402
+from neuralrender.train.trainer import Trainer, build_configs, to_device  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------ consistency
+def camera_flow_warp(frames: torch.Tensor, depth: torch.Tensor, cams: Cameras, tol: float = 0.02):
+    """Warp frame t into frame t+1 with the flow of the known cameras and true depth.
+
+    frames [T,C,H,W], depth [T,1,H,W] (camera z, 0 = background), cams [T] -> (warped [T-1,C,H,W], valid
+    [T-1,1,H,W]): pixel p of frame t+1 with depth z is unprojected, projected into camera t and frame t is
+    sampled there; valid where p is foreground, lands inside frame t and is not occluded there (frame t's
+    depth at the landing point within tol * z of the reprojected camera z)."""
+    T, _, H, W = frames.shape
+    pix = cams.pixel_grid().reshape(1, H * W, 2)
+    out, ok = [], []
+    for t in range(T - 1):
+        c1, c0 = cams[t + 1], cams[t]
+        z1 = depth[t + 1].reshape(1, H * W)
+        X = c1.unproject(pix, z1.clamp_min(1e-6))
+        xy, z0 = c0.project(X)
+        g = pixel_to_normalized(xy, H, W).view(1, H, W, 2)
+        warped = sample_grid(frames[t:t + 1], g)
+        d0 = sample_grid(depth[t:t + 1], g, mode="nearest").view(1, H * W)
+        valid = (z1 > 0) & (g.view(1, -1, 2).abs() <= 1).all(-1) & ((d0 - z0).abs() < tol * z0)
+        out.append(warped)
+        ok.append(valid.view(1, 1, H, W).float())
+    return torch.cat(out), torch.cat(ok)
+
+
+def warping_error(frames: torch.Tensor, depth: torch.Tensor, cams: Cameras) -> float:
+    """Mean absolute difference between frame t+1 and frame t warped into it, over valid pixels (0-255 scale)."""
+    warped, valid = camera_flow_warp(frames, depth, cams)
+    diff = (frames[1:] - warped).abs().mean(1, keepdim=True)
+    return float((diff * valid).sum() / valid.sum().clamp_min(1) * 255)
+
+
+def orbit_truth(data_root: str, cams: Cameras):
+    """(images, depth) of a built scene re-rendered at `cams`, or None for a capture without a scene spec."""
+    root = Path(data_root)
+    spec_path = root / "scene.yaml"
+    if not spec_path.is_file():
+        return None
+    from neuralrender.data import scenes
+
+    spec = scenes.load_scene(spec_path)
+    spec = replace(spec, width=cams.width, height=cams.height)
+    r = scenes.render_scene(spec, scenes.scene_mesh(spec), cams)
+    return r.images, r.depth
+
+
+# ------------------------------------------------------------------------------------------ training
+def train_for(method: str, data: str, out: Path, seconds: float, threads: int, overrides: dict) -> tuple:
+    shutil.rmtree(out, ignore_errors=True)
+    _, tcfg, mcfg = build_configs(method, {}, {"data": data, "out": str(out), "threads": threads, "quiet": True,
+                                               "steps": 10**9, "eval_batches": 0, **overrides})
+    tr = Trainer(method, tcfg, mcfg)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with torch.enable_grad():
+        while time.time() - t0 < seconds:
+            tr.train_step()
+    elapsed = time.time() - t0
+    tr.save()
+    ev = tr.evaluate()
+    return tr, ev, {"steps": tr.step, "seconds": elapsed}
+
+
+def lpips_of(model, ds, render_fn) -> float | None:
+    ok, _ = lpips_available()
+    if not ok:
+        return None
+    vals = []
+    for i in range(len(ds)):
+        batch = to_device(torch.utils.data.default_collate([ds[i]]), next(model.parameters()).device)
+        v = lpips_metric(render_fn(batch), batch["image"])
+        if v is None:
+            return None
+        vals.append(float(v.mean()))
+    return sum(vals) / len(vals)
+
+
+@torch.no_grad()
+def compare(args) -> dict:
+    from neuralrender.io.images import save_grid
+
+    out = Path(args.out) / Path(args.data).name
+    over = {"image_size": args.image_size}
+    results = {"data": args.data, "minutes": args.minutes, "threads": args.threads, "image_size": args.image_size}
+    frames = {}
+    cams = truth = None
+    for method in ("deepvoxels", "pix2pix-nearest"):
+        tr, ev, budget = train_for(method, args.data, out / method, args.minutes * 60, args.threads, over)
+        model = tr.model.eval()
+        info = tr.data.info
+        if cams is None:
+            centre = (torch.as_tensor(info["bounds_min"]) + torch.as_tensor(info["bounds_max"])) / 2
+            cams = camera_path(info["train_cameras"], "orbit", args.orbit_frames, centre)
+            truth = orbit_truth(info["data"], cams)
+        if method == "deepvoxels":
+            rgb, depth = model.render_cameras(cams)
+            render_fn = lambda b: model(model._cameras(b))["rgb"]  # noqa: E731
+        else:
+            rgb, depth = model.render_cameras(cams, tr.data.train), None
+            render_fn = lambda b: model(*model._inputs(b))  # noqa: E731
+        frames[method] = (rgb.cpu(), None if depth is None else depth.cpu())
+        res = {**budget, **{k: round(v, 4) for k, v in ev.items()}, "lpips": lpips_of(model, tr.data.val, render_fn)}
+        if truth is not None:
+            res["orbit_psnr"] = round(float(psnr(rgb.cpu(), truth[0]).mean()), 3)
+            res["orbit_ssim"] = round(float(ssim(rgb.cpu(), truth[0]).mean()), 4)
+            res["orbit_warp_error"] = round(warping_error(rgb.cpu(), truth[1], cams), 3)
+        results[method] = res
+        # images: the first 4 test views (target | prediction [| depth | true depth])
+        batch = to_device(torch.utils.data.default_collate([tr.data.val[i] for i in range(min(4, len(tr.data.val)))]),
+                          next(model.parameters()).device)
+        r = model.render(batch)
+        for k, v in r.items():
+            save_grid(v.cpu().clamp(0, 1), out / f"{method}_{k}.png", nrow=v.shape[0])
+        print(method, json.dumps(res), flush=True)
+    if truth is not None:
+        results["ground_truth_orbit_warp_error"] = round(warping_error(truth[0], truth[1], cams), 3)
+        strip = torch.cat([truth[0][::4], frames["deepvoxels"][0][::4], frames["pix2pix-nearest"][0][::4]])
+        save_grid(strip.clamp(0, 1), out / "orbit_truth_deepvoxels_pix2pix.png", nrow=len(truth[0][::4]))
+        dv_depth = frames["deepvoxels"][1]
+        near, far = float(info["near"]), float(info["far"])
+        dimg = lambda d: (1 - (d - near) / (far - near)).clamp(0, 1) * (d > 0)  # noqa: E731
+        save_grid(torch.cat([dimg(truth[1][::4]), dimg(dv_depth[::4])]), out / "orbit_depth_truth_deepvoxels.png",
+                  nrow=len(truth[0][::4]))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+# ------------------------------------------------------------------------------------------ speed
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def speed(args) -> dict:
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from neuralrender.methods import deepvoxels as dvm
+
+    res = {}
+    for size in args.sizes:
+        out = Path(args.out) / f"speed_{size}"
+        shutil.rmtree(out, ignore_errors=True)
+        _, tcfg, mcfg = build_configs("deepvoxels", {}, {"data": args.data, "out": str(out), "threads": args.threads,
+                                                         "quiet": True, "image_size": size, "device": args.device})
+        tr = Trainer("deepvoxels", tcfg, mcfg)
+        dev = tr.device
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        m = tr.model
+        # scopes: wrap the method's stages (instance attributes shadow the class's methods)
+        scopes = {"lifting (extractor + lift)": ("lift",), "3D nets (GRU + 3D U-Net)": ("integrate",)}
+        orig_project = dvm.DeepVoxels.project
+
+        def project(grid, cams, _m=m):
+            with record_function("3D nets (GRU + 3D U-Net)"):
+                g = _m.inpaint(grid)
+            B = cams.batch_size
+            with record_function("projection (sample_along_rays + occlusion)"):
+                fr, depths = dvm.sample_along_rays(g.expand(B, -1, -1, -1, -1), _m.bounds_min, _m.bounds_max, cams,
+                                                   _m.cfg.depth_bins, _m.near, _m.far, height=_m.fh, width=_m.fw)
+                feats, depth, w = _m.occlusion(fr, depths)
+            with record_function("2D rendering net"):
+                up = F.interpolate(feats, size=(_m.height, _m.width), mode="bilinear", align_corners=False)
+                rgb = _m.renderer(up)
+            return {"rgb": rgb, "depth": depth, "weights": w, "features": feats}
+
+        for label, names in scopes.items():
+            for n in names:
+                fn = getattr(m, n)
+                setattr(m, n, (lambda f, lab: (lambda *a, **k: _scoped(lab, f, *a, **k)))(fn, label))
+        m.project = project
+        tr.train_step()  # warm-up
+        n = args.steps
+        t0 = time.time()
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(n):
+                tr.train_step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        it_s = n / (time.time() - t0)
+        ev = {e.key: e for e in prof.key_averages()}
+        keys = ["lifting (extractor + lift)", "3D nets (GRU + 3D U-Net)", "projection (sample_along_rays + occlusion)",
+                "2D rendering net"]
+        attr = "device_time_total" if dev.type == "cuda" else "cpu_time_total"
+        tot = {k: getattr(ev[k], attr) if k in ev else 0.0 for k in keys}
+        s = sum(tot.values()) or 1.0
+        # forward-only render fps of the trained-grid path (target camera only)
+        cams = tr.data.val.cameras[:1].to(dev)
+        m.eval()
+        with torch.no_grad():
+            m(cams)
+            t0 = time.time()
+            for _ in range(args.steps):
+                m(cams)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            fps = args.steps / (time.time() - t0)
+        dvm.DeepVoxels.project = orig_project
+        res[size] = {"train_it_s": round(it_s, 3), "render_fps": round(fps, 3),
+                     "peak_memory_mb": round(peak_memory_mb(dev), 1), "device": str(dev),
+                     "forward_share_%": {k: round(100 * v / s, 1) for k, v in tot.items()},
+                     "image": [m.width, m.height]}
+        print(size, json.dumps(res[size]), flush=True)
+    return res
+
+
+def _scoped(label, fn, *a, **k):
+    from torch.profiler import record_function
+
+    with record_function(label):
+        return fn(*a, **k)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("--data", default="spot")
+    c.add_argument("--minutes", type=float, default=15.0)
+    c.add_argument("--image-size", type=int, default=128)
+    c.add_argument("--orbit-frames", type=int, default=24)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--out", default="runs/bench_deepvoxels")
+    s = sub.add_parser("speed")
+    s.add_argument("--data", default="spot")
+    s.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    s.add_argument("--steps", type=int, default=3)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", default="runs/bench_deepvoxels")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    res = compare(args) if args.cmd == "compare" else speed(args)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
