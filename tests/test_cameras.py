@@ -7,9 +7,30 @@ import pytest
 import torch
 
 from neuralrender.errors import NeuralRenderError
-from neuralrender.graphics.cameras import (Cameras, distort, interpolate_cameras, intrinsics_from_fov, look_at,
-                                           matrix_to_quaternion, opencv_to_opengl_c2w, opengl_c2w_to_opencv, orbit,
-                                           quaternion_to_matrix, spiral, undistort)
+from neuralrender.graphics.cameras import (
+    Cameras,
+    distort,
+    interpolate_cameras,
+    intrinsics_from_fov,
+    look_at,
+    matrix_to_quaternion,
+    opencv_to_opengl_c2w,
+    opengl_c2w_to_opencv,
+    orbit,
+    quaternion_to_matrix,
+    spiral,
+    undistort,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed (50x slower); the
+    tests here are small, so run them on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _random_cams(B=4, W=64, H=48, dist=False, dtype=torch.float64):

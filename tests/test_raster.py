@@ -17,6 +17,17 @@ from neuralrender.graphics.raster import (
 )
 from neuralrender.graphics.raster_cpu import get_extension, rasterize_visibility, rasterize_visibility_torch
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed (50x slower); the
+    tests here are small, so run them on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 BACKENDS = available_backends()
 MESHES = {"spot": ("meshes", "spot", "spot_triangulated.obj"), "fuze": ("meshes", "fuze", "fuze.obj"),
           "duck": ("meshes", "duck", "Duck.glb")}
@@ -213,9 +224,7 @@ def test_backend_selection():
 
 def test_torch_backend_matches_cpu_on_small_scene():
     cam = orbit(2, radius=3.0, width=32, height=24)
-    from neuralrender.graphics.meshes import icosphere  # another engineer's primitive
-    mesh = icosphere(2)
-    v, f = (mesh.verts, mesh.faces) if hasattr(mesh, "verts") else mesh
+    v, f = _icosphere(2)
     a = rasterize(cam, v, f, backend="cpu")
     b = rasterize(cam, v, f, backend="torch")
     assert torch.equal(a.face_id, b.face_id)
@@ -266,3 +275,26 @@ def test_import_does_not_pull_optional_dependencies():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_no_cpp_env_forces_torch_fallback():
+    import subprocess
+    import sys
+
+    code = ("import torch; from neuralrender.graphics.raster_cpu import get_extension;"
+            "from neuralrender.graphics.raster import rasterize; from neuralrender.graphics.cameras import orbit;"
+            "from neuralrender.graphics.meshes import icosphere; m = icosphere(1);"
+            "fr = rasterize(orbit(1, width=16, height=12), m.verts.float(), m.faces);"
+            "assert get_extension() is None; print(int(fr.mask.sum()))")
+    env = dict(__import__("os").environ, NR_NO_CPP="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    ref = rasterize(orbit(1, width=16, height=12), *_icosphere(1))
+    assert int(r.stdout.strip()) == int(ref.mask.sum()) > 0
+
+
+def _icosphere(n):
+    from neuralrender.graphics.meshes import icosphere
+
+    m = icosphere(n)
+    return m.verts.float(), m.faces
