@@ -27,6 +27,28 @@ KEYS = ("nll_nats", "bits_per_dim", "bits_per_code", "baseline_nll_nats", "unigr
         "psnr_mean_image", "perplexity", "codes_used", "perplexity_top", "perplexity_bottom")
 
 
+@torch.no_grad()
+def test_code_usage(tr, out: Path) -> dict:
+    """Code histogram of the whole test split per level: codes used, perplexity, a usage chart PNG."""
+    from neuralrender.io.images import save_image
+    from neuralrender.metrics.density import perplexity
+    from neuralrender.nn.quantize import usage_plot
+
+    model = tr.model.eval()
+    images = tr.data.val.images.float()
+    codes = [model.encode(images[i:i + 256].to(tr.device)) for i in range(0, len(images), 256)]
+    levels = {"": (model.vq, codes)} if not isinstance(codes[0], tuple) else {
+        "_top": (model.vq_t, [c[0] for c in codes]), "_bottom": (model.vq_b, [c[1] for c in codes])}
+    res = {}
+    for name, (vq, cs) in levels.items():
+        counts = torch.bincount(torch.cat(cs).flatten().cpu(), minlength=vq.num_codes).float()
+        res[f"test_codes_used{name}"] = int((counts > 0).sum())
+        res[f"test_perplexity{name}"] = perplexity(counts)
+        res[f"num_codes{name}"] = vq.num_codes
+        save_image(usage_plot(counts), out / f"test_code_usage{name}.png")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("method")
@@ -57,11 +79,15 @@ def main() -> None:
         t0 = time.time()
         tr.train_step()
         trained += time.time() - t0
+    extra = test_code_usage(tr, Path(out)) if args.method in ("vqvae", "vqvae2") else {}
+    if extra:
+        print(json.dumps(extra), flush=True)
     tr.tcfg.steps = tr.step
     save_yaml(run_config_dict(args.method, tr.tcfg, mcfg), Path(out) / "config.yaml")  # a run `load_run` reads
     tr.save()
     renders = tr.render()
     (Path(out) / "curve.json").write_text(json.dumps({"method": args.method, "overrides": over, "curve": rows,
+                                                      "test_code_usage": extra,
                                                       "renders": [str(p) for p in renders]}, indent=1))
     print("renders:", *renders)
 

@@ -4,7 +4,7 @@ Encoder: two stride-2 4x4 convs, a 3x3 conv, residual blocks, a 1x1 conv to the 
 images -> a 7x7 map). The map is vector-quantized (`nn.quantize.VectorQuantizer`: EMA codebook, straight-
 through gradients, commitment loss, dead-code restarts). Decoder: the mirror image with transposed convs and a
 sigmoid. Loss: MSE reconstruction + commitment. Eval: MSE, PSNR beside the train split's mean image, code
-perplexity. Renders: input | reconstruction pairs and the codebook-usage bar chart.
+perplexity and distinct codes per eval batch. Renders: input | reconstruction pairs and the codebook-usage bar chart.
 
 `encode(x) -> codes [B,h,w]` and `decode_codes(codes) -> images` are what `code-prior` uses on a loaded run.
 """
@@ -96,8 +96,7 @@ class VQVAE(Method):
         y, q = self(x)
         return {"mse": F.mse_loss(y, x).item(), "psnr": psnr(y, x).mean().item(),
                 "psnr_mean_image": psnr(self.mean_image.expand_as(x), x).mean().item(),
-                "perplexity": q.perplexity.item(),
-                "codes_used": float((self.vq.usage >= max(self.cfg.restart_threshold, 1e-3)).sum())}
+                "perplexity": q.perplexity.item(), "codes_used": float((q.counts > 0).sum())}
 
     @torch.no_grad()
     def render(self, batch):

@@ -115,12 +115,10 @@ class VQVAE2(Method):
     def evaluate(self, batch):
         x = batch[0]
         y, qt, qb = self(x)
-        thr = max(self.cfg.restart_threshold, 1e-3)
         return {"mse": F.mse_loss(y, x).item(), "psnr": psnr(y, x).mean().item(),
                 "psnr_mean_image": psnr(self.mean_image.expand_as(x), x).mean().item(),
                 "perplexity_top": qt.perplexity.item(), "perplexity_bottom": qb.perplexity.item(),
-                "codes_used_top": float((self.vq_t.usage >= thr).sum()),
-                "codes_used_bottom": float((self.vq_b.usage >= thr).sum())}
+                "codes_used_top": float((qt.counts > 0).sum()), "codes_used_bottom": float((qb.counts > 0).sum())}
 
     @torch.no_grad()
     def render(self, batch):
