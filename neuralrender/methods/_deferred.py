@@ -51,14 +51,17 @@ class DeferredConfig:
 # ---------------------------------------------------------------------------------------------- data
 def atlas_uvs(mesh: Mesh) -> tuple[torch.Tensor, torch.Tensor]:
     """(uvs [T',2], face_uvs [F,3]) with each labelled object's UVs squeezed into its own tile of a
-    ceil(sqrt(n)) x ceil(sqrt(n)) grid (tiles shrunk by a 1/32 margin), so that objects whose UV charts
-    overlap (every primitive spans [0,1]^2) do not share neural-texture texels. One object: unchanged."""
+    cols x rows grid (cols = ceil(sqrt(n)), rows = ceil(n / cols); tiles shrunk by a 1/32 margin), so that
+    objects whose UV charts overlap (every primitive spans [0,1]^2) do not share neural-texture texels.
+    One object: unchanged."""
     uvs, fuv = mesh.uvs, mesh.uv_faces()
     labels = mesh.labels if mesh.labels is not None else torch.zeros(mesh.num_faces, dtype=torch.long)
     objs = torch.unique(labels)
     if len(objs) <= 1:
         return uvs, fuv
-    n = math.ceil(math.sqrt(len(objs)))
+    cols = math.ceil(math.sqrt(len(objs)))
+    rows = math.ceil(len(objs) / cols)
+    grid = torch.tensor([cols, rows], dtype=uvs.dtype)
     new_uvs, new_fuv = [], torch.empty_like(fuv)
     base = 0
     for k, lab in enumerate(objs.tolist()):
@@ -68,8 +71,8 @@ def atlas_uvs(mesh: Mesh) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = u.min(0).values, u.max(0).values
         u = (u - lo) / (hi - lo).clamp_min(1e-8)
         margin = 1.0 / 32
-        tile = torch.tensor([k % n, k // n], dtype=u.dtype)
-        new_uvs.append((tile + margin + u * (1 - 2 * margin)) / n)
+        tile = torch.tensor([k % cols, k // cols], dtype=u.dtype)
+        new_uvs.append((tile + margin + u * (1 - 2 * margin)) / grid)
         new_fuv[fsel] = inv.view(-1, 3) + base
         base += len(idx)
     return torch.cat(new_uvs, 0), new_fuv
