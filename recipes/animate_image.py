@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--find-best-frame", action="store_true", help="anchor relative motion at the best-aligned frame")
     ap.add_argument("--max-frames", type=int, default=0, help="use at most this many driving frames (0 = all)")
     ap.add_argument("--fps", type=float, default=12.0)
+    ap.add_argument("--scale", type=int, default=0, help="nearest upscale of the preview (0 = to ~256 px per panel)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
@@ -141,8 +142,9 @@ def run(args) -> int:
     if "kp_driving" in res:
         panels += [draw_keypoints(driving, res["kp_driving"]), draw_keypoints(pred, res["kp_used"])]
     strip = torch.cat(panels, -1).clamp(0, 1).cpu()
-    if size < 128:  # small models: upscale the preview so it is watchable
-        strip = F.interpolate(strip, scale_factor=256 // size, mode="nearest")
+    scale = args.scale or max(1, 256 // size)
+    if scale > 1:  # small models: upscale the preview so it is watchable
+        strip = F.interpolate(strip, scale_factor=scale, mode="nearest")
     out = Path(args.out)
     written = [write_video(strip, out.with_suffix(".mp4"), fps=args.fps),
                write_video(strip, out.with_suffix(".gif"), fps=args.fps)]
