@@ -7,7 +7,8 @@ compare: trains both methods on the same posed dataset for the same wall-clock b
 run one after the other, torch threads fixed), then reports test-split PSNR / SSIM (LPIPS when available),
 DeepVoxels' depth error, and on a 24-frame orbit the temporal warping error: consecutive frames are related
 by the flow that the known cameras and the scene's true depth give (built scenes are re-rendered on the
-orbit for that depth), frame t is warped into frame t+1 and compared on pixels visible in both. It writes
+orbit for that depth; graphics.flow.rigid_flow), frame t-1 is warped into frame t and the mean squared
+difference on pixels visible in both is reported x1000 (graphics.flow.warping_error). It writes
 results.json and images (test views side by side, depth maps) into --out.
 speed: training it/s, render fps and peak memory (CUDA: max allocated; CPU: peak RSS) at each size, and the
 share of a training step spent in lifting / 3D nets / projection / 2D nets (torch profiler record_function
@@ -30,43 +31,31 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from neuralrender.config import save_yaml  # noqa: E402
 from neuralrender.data.view_pairs import camera_path  # noqa: E402
 from neuralrender.graphics.cameras import Cameras  # noqa: E402
-from neuralrender.graphics.warp import pixel_to_normalized, sample_grid  # noqa: E402
 from neuralrender.metrics import lpips_available, lpips_metric, psnr, ssim  # noqa: E402
-from neuralrender.train.trainer import Trainer, build_configs, to_device  # noqa: E402
+from neuralrender.train.trainer import (  # noqa: E402
+    Trainer,
+    build_configs,
+    evaluate_model,
+    load_run,
+    run_config_dict,
+    to_device,
+)
 
 
 # ------------------------------------------------------------------------------------------ consistency
-def camera_flow_warp(frames: torch.Tensor, depth: torch.Tensor, cams: Cameras, tol: float = 0.02):
-    """Warp frame t into frame t+1 with the flow of the known cameras and true depth.
+def orbit_warp_error(frames: torch.Tensor, depth: torch.Tensor, cams: Cameras) -> float:
+    """Temporal warping error x1000 of frames [T,3,H,W] along cameras [T]: graphics.flow.warping_error with the
+    exact flow of frame t -> t-1 from the cameras and the scene's true depth [T,1,H,W] (graphics.flow.rigid_flow,
+    foreground pixels visible in both frames)."""
+    from neuralrender.graphics.flow import rigid_flow, warping_error
 
-    frames [T,C,H,W], depth [T,1,H,W] (camera z, 0 = background), cams [T] -> (warped [T-1,C,H,W], valid
-    [T-1,1,H,W]): pixel p of frame t+1 with depth z is unprojected, projected into camera t and frame t is
-    sampled there; valid where p is foreground, lands inside frame t and is not occluded there (frame t's
-    depth at the landing point within tol * z of the reprojected camera z)."""
-    T, _, H, W = frames.shape
-    pix = cams.pixel_grid().reshape(1, H * W, 2)
-    out, ok = [], []
-    for t in range(T - 1):
-        c1, c0 = cams[t + 1], cams[t]
-        z1 = depth[t + 1].reshape(1, H * W)
-        X = c1.unproject(pix, z1.clamp_min(1e-6))
-        xy, z0 = c0.project(X)
-        g = pixel_to_normalized(xy, H, W).view(1, H, W, 2)
-        warped = sample_grid(frames[t:t + 1], g)
-        d0 = sample_grid(depth[t:t + 1], g, mode="nearest").view(1, H * W)
-        valid = (z1 > 0) & (g.view(1, -1, 2).abs() <= 1).all(-1) & ((d0 - z0).abs() < tol * z0)
-        out.append(warped)
-        ok.append(valid.view(1, 1, H, W).float())
-    return torch.cat(out), torch.cat(ok)
-
-
-def warping_error(frames: torch.Tensor, depth: torch.Tensor, cams: Cameras) -> float:
-    """Mean absolute difference between frame t+1 and frame t warped into it, over valid pixels (0-255 scale)."""
-    warped, valid = camera_flow_warp(frames, depth, cams)
-    diff = (frames[1:] - warped).abs().mean(1, keepdim=True)
-    return float((diff * valid).sum() / valid.sum().clamp_min(1) * 255)
+    flow, valid = rigid_flow(depth[1:], cams[1:], cams[:-1], source_depth=depth[:-1], background="invalid")
+    flows = torch.cat([torch.zeros_like(flow[:1]), flow])[None]
+    masks = torch.cat([torch.zeros_like(valid[:1]), valid])[None]
+    return float(warping_error(frames[None].float(), flows, masks)[0]) * 1000
 
 
 def orbit_truth(data_root: str, cams: Cameras):
@@ -90,6 +79,7 @@ def train_for(method: str, data: str, out: Path, seconds: float, threads: int, o
                                                "steps": 10**9, "eval_batches": 0, **overrides})
     tr = Trainer(method, tcfg, mcfg)
     out.mkdir(parents=True, exist_ok=True)
+    save_yaml(run_config_dict(method, tcfg, mcfg), out / "config.yaml")  # so `--reuse` / load_run can reload it
     t0 = time.time()
     with torch.enable_grad():
         while time.time() - t0 < seconds:
@@ -98,6 +88,14 @@ def train_for(method: str, data: str, out: Path, seconds: float, threads: int, o
     tr.save()
     ev = tr.evaluate()
     return tr, ev, {"steps": tr.step, "seconds": elapsed}
+
+
+class Reloaded:
+    """A finished run loaded back (model + data), with the attributes of a Trainer that `compare` reads."""
+
+    def __init__(self, run_dir: Path):
+        self.model, self.data, _, meta = load_run(run_dir, device="cpu")
+        self.step = meta["step"]
 
 
 def lpips_of(model, ds, render_fn) -> float | None:
@@ -123,8 +121,14 @@ def compare(args) -> dict:
     results = {"data": args.data, "minutes": args.minutes, "threads": args.threads, "image_size": args.image_size}
     frames = {}
     cams = truth = None
+    old = json.loads((out / "results.json").read_text()) if args.reuse and (out / "results.json").is_file() else {}
     for method in ("deepvoxels", "pix2pix-nearest"):
-        tr, ev, budget = train_for(method, args.data, out / method, args.minutes * 60, args.threads, over)
+        if args.reuse:  # evaluate the runs a previous `compare` trained (same numbers, e.g. after a metric change)
+            tr = Reloaded(out / method)
+            ev = evaluate_model(tr.model, tr.data.val, 1, next(tr.model.parameters()).device)
+            budget = {k: old.get(method, {}).get(k) for k in ("steps", "seconds")}
+        else:
+            tr, ev, budget = train_for(method, args.data, out / method, args.minutes * 60, args.threads, over)
         model = tr.model.eval()
         info = tr.data.info
         if cams is None:
@@ -142,7 +146,7 @@ def compare(args) -> dict:
         if truth is not None:
             res["orbit_psnr"] = round(float(psnr(rgb.cpu(), truth[0]).mean()), 3)
             res["orbit_ssim"] = round(float(ssim(rgb.cpu(), truth[0]).mean()), 4)
-            res["orbit_warp_error"] = round(warping_error(rgb.cpu(), truth[1], cams), 3)
+            res["orbit_warp_error"] = round(orbit_warp_error(rgb.cpu(), truth[1], cams), 3)
         results[method] = res
         # images: the first 4 test views (target | prediction [| depth | true depth])
         batch = to_device(torch.utils.data.default_collate([tr.data.val[i] for i in range(min(4, len(tr.data.val)))]),
@@ -152,7 +156,7 @@ def compare(args) -> dict:
             save_grid(v.cpu().clamp(0, 1), out / f"{method}_{k}.png", nrow=v.shape[0])
         print(method, json.dumps(res), flush=True)
     if truth is not None:
-        results["ground_truth_orbit_warp_error"] = round(warping_error(truth[0], truth[1], cams), 3)
+        results["ground_truth_orbit_warp_error"] = round(orbit_warp_error(truth[0], truth[1], cams), 3)
         strip = torch.cat([truth[0][::4], frames["deepvoxels"][0][::4], frames["pix2pix-nearest"][0][::4]])
         save_grid(strip.clamp(0, 1), out / "orbit_truth_deepvoxels_pix2pix.png", nrow=len(truth[0][::4]))
         dv_depth = frames["deepvoxels"][1]
@@ -262,6 +266,7 @@ def main(argv=None) -> int:
     c.add_argument("--orbit-frames", type=int, default=24)
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--out", default="runs/bench_deepvoxels")
+    c.add_argument("--reuse", action="store_true", help="evaluate the runs already in --out instead of training")
     s = sub.add_parser("speed")
     s.add_argument("--data", default="spot")
     s.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
