@@ -28,6 +28,7 @@ class ObjectSpec:
     """One object. Exactly one of `primitive` ({"type": ..., args}) or `mesh` (a file path, "shared:" ok).
 
     texture: "skimage:<name>" (a scikit-image sample photo), an image path, or None (then `color`).
+    color: RGB for untextured faces; None keeps a mesh file's vertex colours (else 0.8 gray).
     normalize: fit a mesh file into a sphere of this radius (centred) before the transform.
     on_floor: after the transform, lift the object so its lowest point sits at y = floor_y.
     rotate_deg: XYZ Euler angles (applied as Rz @ Ry @ Rx), then scale, then translate.
@@ -38,7 +39,7 @@ class ObjectSpec:
     primitive: dict | None = None
     mesh: str | None = None
     texture: str | None = None
-    color: tuple[float, float, float] = (0.8, 0.8, 0.8)
+    color: tuple[float, float, float] | None = None
     specular: float = 0.3
     shininess: float = 32.0
     normalize: float | None = None
@@ -310,7 +311,7 @@ def _parse_object(o, source: str, i: int) -> ObjectSpec:
         primitive=prim,
         mesh=mesh,
         texture=r.text("texture"),
-        color=r.vec("color", (0.8, 0.8, 0.8)),
+        color=r.vec("color") if "color" in r.d else None,
         specular=mat.num("specular", 0.3, lo=0.0),
         shininess=mat.num("shininess", 32.0, lo=1.0),
         normalize=None if norm is None else r.num("normalize", lo=1e-6),

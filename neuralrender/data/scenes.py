@@ -99,9 +99,11 @@ def _object_mesh(o, source: str) -> M.Mesh:
     elif o.mesh is None:
         mesh = replace(mesh, textures=[], face_material=None)
     n = mesh.num_faces
-    mesh = replace(mesh, labels=torch.full((n,), o.label, dtype=torch.long),
-                   colors=torch.tensor(o.color, dtype=torch.float32).expand(mesh.num_verts, 3).contiguous())
-    return mesh
+    colors = mesh.colors
+    if o.color is not None or colors is None:
+        rgb = o.color if o.color is not None else (0.8, 0.8, 0.8)
+        colors = torch.tensor(rgb, dtype=torch.float32).expand(mesh.num_verts, 3).contiguous()
+    return replace(mesh, labels=torch.full((n,), o.label, dtype=torch.long), colors=colors)
 
 
 @dataclass
