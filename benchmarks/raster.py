@@ -9,6 +9,10 @@ plus the ratios ours/reference and fwd+bwd/fwd and the peak resident-memory incr
 
     python benchmarks/raster.py            # full table
     python benchmarks/raster.py --quick    # fewer repetitions
+    python benchmarks/raster.py --threads 1 --torch-fallback   # one thread everywhere, plus the pure-torch path
+
+On a shared, oversubscribed machine wall times swing by 10x; the cpu/ref column (process CPU time of
+rasterize over that of the reference, best of the repetitions) is the stable comparison.
 """
 
 from __future__ import annotations
@@ -108,7 +112,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--sizes", default="256,512")
     ap.add_argument("--torch-fallback", action="store_true", help="also time the pure-torch fallback (slow)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (also the CPU kernel's); 0 = default")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     reps = 3 if args.quick else 10
     sizes = [int(s) for s in args.sizes.split(",")]
     ref = build_extension(Path(__file__).with_name("zbuffer_ref.cpp"), "nr_zbuffer_ref")

@@ -310,6 +310,11 @@ def rasterize_clip(verts_clip: Tensor, faces: Tensor, resolution, backend: str =
         verts_clip = verts_clip.float()
     faces = _check_faces(faces, verts_clip.shape[1], verts_clip.device)
     _check_finite(verts_clip, "clip-space vertices")
+    return _rasterize_clip(verts_clip, faces, H, W, backend, cull_backfaces)
+
+
+def _rasterize_clip(verts_clip: Tensor, faces: Tensor, H: int, W: int, backend: str, cull_backfaces: bool) -> Fragments:
+    """rasterize_clip on validated inputs."""
     name = resolve_backend(backend, verts_clip.device)
     B = verts_clip.shape[0]
     bary = depth = None
@@ -337,10 +342,12 @@ def rasterize(cameras, verts: Tensor, faces: Tensor, near: float = 0.01, far: fl
     if verts.dim() == 3 and verts.shape[0] not in (1, cameras.batch_size):
         raise NeuralRenderError(f"rasterize: verts batch {verts.shape[0]} does not match {cameras.batch_size} cameras")
     faces = _check_faces(faces, verts.shape[-2], verts.device)
-    clip = cameras.to(verts.device).to_clip(verts, near, far) if cameras.device != verts.device else cameras.to_clip(
-        verts, near, far)
-    res = (cameras.height, cameras.width) if resolution is None else resolution
-    return rasterize_clip(clip, faces, res, backend=backend, cull_backfaces=cull_backfaces)
+    H, W = _check_resolution((cameras.height, cameras.width) if resolution is None else resolution)
+    if cameras.device != verts.device:
+        cameras = cameras.to(verts.device)
+    clip = cameras.to_clip(verts, near, far)
+    _check_finite(clip, "clip-space vertices (check the cameras)")
+    return _rasterize_clip(clip, faces, H, W, backend, cull_backfaces)
 
 
 def join_meshes(meshes) -> tuple[Tensor, Tensor, Tensor]:

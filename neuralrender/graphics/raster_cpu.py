@@ -115,7 +115,7 @@ def _setup(v: Tensor, z: Tensor, H: int, W: int, cull: bool):
 
 
 def rasterize_visibility_torch(verts_clip: Tensor, faces: Tensor, height: int, width: int,
-                               cull_backfaces: bool = False, max_candidates: int = 1 << 22) -> tuple[Tensor, Tensor]:
+                               cull_backfaces: bool = False, max_candidates: int = 1 << 20) -> tuple[Tensor, Tensor]:
     """Vectorized pure-torch visibility pass; same result as the C++ kernel. Runs on the input's device."""
     H, W = int(height), int(width)
     dev = verts_clip.device
