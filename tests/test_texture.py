@@ -110,3 +110,21 @@ def test_uv_seams_through_face_uvs_and_derivatives():
     assert torch.allclose(duv[0][m][:, 1, 1], torch.full((int(m.sum()),), float(-1 / width_px)), rtol=1e-3)
     with pytest.raises(NeuralRenderError):
         interpolate(uvs, fr, torch.tensor([[0, 1, 2]]))
+
+
+def test_uv_derivatives_match_finite_differences_under_perspective():
+    verts = torch.tensor([[-1.0, -1, 2], [1, -1, 5], [1, 1, 5], [-1, 1, 2]])  # strongly tilted quad
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    uvs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    cam = Cameras(K=intrinsics_from_fov(70.0, 48, 40), R=torch.eye(3), t=torch.zeros(3), width=48, height=40)
+    fr = rasterize(cam, verts, faces)
+    uv, duv = interpolate(uvs, fr, return_derivatives=True)
+    m = fr.mask[0]
+    inner = m[1:-1, 1:-1] & m[1:-1, 2:] & m[1:-1, :-2] & m[2:, 1:-1] & m[:-2, 1:-1]
+    fx = (uv[0, 1:-1, 2:] - uv[0, 1:-1, :-2]) / 2
+    fy = (uv[0, 2:, 1:-1] - uv[0, :-2, 1:-1]) / 2
+    dx, dy = duv[0, 1:-1, 1:-1, :, 0], duv[0, 1:-1, 1:-1, :, 1]
+    assert inner.sum() > 200
+    assert torch.allclose(dx[inner], fx[inner], rtol=0.02, atol=2e-4)
+    assert torch.allclose(dy[inner], fy[inner], rtol=0.02, atol=2e-4)
+    assert dx[inner][:, 0].std() > 1e-3  # perspective: the derivative varies over the quad

@@ -1,4 +1,4 @@
-"""Rasterization: visibility by a backend, then differentiable barycentrics and depth in torch.
+"""Rasterization: visibility (face id per pixel) by a backend; barycentrics and depth with an analytic backward.
 
 Clip space (see docs/conventions.md): x_ndc = x/w, y_ndc = y/w in [-1, 1]; pixel (i, j) has its centre at
 x_ndc = (2j + 1)/W - 1, y_ndc = (2i + 1)/H - 1, so y_ndc = -1 is the TOP row (row 0 of the tensor);
