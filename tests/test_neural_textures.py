@@ -199,3 +199,17 @@ def test_texture_edit_changes_only_the_edited_region(trained):
     assert inside.any()
     assert float(change[inside].mean()) > 0.05
     assert float(change[~near].mean()) < 0.2 * float(change[inside].mean())
+
+
+def test_edit_scene_recipe(trained, tmp_path):
+    import importlib.util
+
+    from neuralrender.paths import REPO_DIR
+
+    spec = importlib.util.spec_from_file_location("edit_scene", REPO_DIR / "recipes" / "edit_scene.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    run = trained["neural-textures"][1].run_dir
+    assert recipe.main(["--run", str(run), "--out", str(tmp_path), "--frames", "2", "--duplicate", "0:0.5,0,0",
+                        "--copy-texture", "0.1,0.1,0.3,0.3:0.6,0.6,0.8,0.8"]) == 0
+    assert (tmp_path / "before_after.png").is_file() and (tmp_path / "before_after.mp4").stat().st_size > 0
