@@ -146,18 +146,24 @@ def face_embeddings_dlib(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def landmark_regression_error(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                               test_y: torch.Tensor, ridge: float = 1e-3) -> float:
     """Fit a linear map (with bias, ridge-regularised) from features [N,F] (e.g. flattened part centres) to
-    landmarks [N,L,2] on train frames, report the mean L2 error on test frames (landmarks that are NaN are
-    skipped). Units of the landmarks (pixels in, pixels out)."""
+    landmarks [N,L,2] on train frames, report the mean L2 error on test frames. NaN landmarks (not detected)
+    are left out of the fit of their coordinate and of the error. Units of the landmarks (pixels)."""
     def design(x):
         return torch.cat([x.double(), torch.ones(x.shape[0], 1, dtype=torch.float64)], 1)
 
+    X, Xt = design(train_x), design(test_x)
     y = train_y.flatten(1).double()
-    ok = torch.isfinite(y).all(1)
-    X = design(train_x)[ok]
-    W = torch.linalg.solve(X.T @ X + ridge * torch.eye(X.shape[1], dtype=X.dtype), X.T @ y[ok])
-    pred = (design(test_x) @ W).view(test_y.shape)
-    d = torch.linalg.norm(pred - test_y.double(), dim=-1)
-    return float(d[torch.isfinite(d)].mean())
+    pred = torch.full((test_x.shape[0], y.shape[1]), float("nan"), dtype=torch.float64)
+    eye = ridge * torch.eye(X.shape[1], dtype=X.dtype)
+    for j in range(y.shape[1]):  # one least-squares fit per landmark coordinate, on the frames that have it
+        ok = torch.isfinite(y[:, j])
+        if int(ok.sum()) >= 2:
+            Xo = X[ok]
+            w = torch.linalg.solve(Xo.T @ Xo + eye, Xo.T @ y[ok, j])
+            pred[:, j] = Xt @ w
+    d = torch.linalg.norm(pred.view(test_y.shape) - test_y.double(), dim=-1)
+    d = d[torch.isfinite(d)]
+    return float(d.mean()) if d.numel() else float("nan")
 
 
 def motion_mask(video: torch.Tensor, threshold: float = 0.08) -> torch.Tensor:
