@@ -111,11 +111,22 @@ class DeepVoxels(Method):
         """One ConvGRU step of the persistent grid with lifted features -> the new grid [1,C,n,n,n]."""
         return self.gru(lifted, self.grid.clone())  # clone: the buffer is overwritten after this step
 
+    def inpainted(self, grid: torch.Tensor) -> torch.Tensor:
+        """The 3D U-Net over the grid; at test time (eval mode, no grad, the stored grid) it is computed once
+        and reused until the grid or the 3D U-Net's weights change."""
+        if self.training or torch.is_grad_enabled() or grid is not self.grid:
+            return self.inpaint(grid)
+        key = (grid.data_ptr(), grid._version, grid.device, *(p._version for p in self.inpaint.parameters()),
+               *(p.data_ptr() for p in self.inpaint.parameters()))
+        if getattr(self, "_inpaint_key", None) != key:
+            self._inpaint_cache, self._inpaint_key = self.inpaint(grid), key
+        return self._inpaint_cache
+
     def project(self, grid: torch.Tensor, cams: Cameras) -> dict[str, torch.Tensor]:
-        """Inpainted grid [1,C,n,n,n] seen by B target cameras -> {"rgb" [B,3,H,W], "depth" [B,1,H,W]
+        """Grid [1,C,n,n,n] (inpainted here) seen by B target cameras -> {"rgb" [B,3,H,W], "depth" [B,1,H,W]
         (expected camera z, upsampled), "weights" [B,1,D,h,w], "features" [B,C,h,w]}."""
         B = cams.batch_size
-        g = self.inpaint(grid).expand(B, -1, -1, -1, -1)
+        g = self.inpainted(grid).expand(B, -1, -1, -1, -1)
         frustum, depths = sample_along_rays(g, self.bounds_min, self.bounds_max, cams, self.cfg.depth_bins,
                                             self.near, self.far, height=self.fh, width=self.fw)
         feats, depth, w = self.occlusion(frustum, depths)

@@ -110,7 +110,8 @@ class Pix2PixNearest(Method):
         out = self(src, delta)
         return {"psnr": psnr(out, target).mean().item(), "ssim": ssim(out, target).mean().item(),
                 "psnr_nearest_view": psnr(src, target).mean().item(),
-                "psnr_mean_image": psnr(self.mean_image.expand_as(target), target).mean().item()}
+                "psnr_mean_image": psnr(self.mean_image.expand_as(target), target).mean().item(),
+                "psnr_mean_color": psnr(self.mean_image.mean((1, 2), keepdim=True).expand_as(target), target).mean().item()}
 
     @torch.no_grad()
     def render(self, batch):
