@@ -81,9 +81,9 @@ void setup_face(const float* vb, const int64_t* f, int H, int W, bool cull, Setu
       ymin = std::min(ymin, y);
       ymax = std::max(ymax, y);
     }
-    // pixel j has centre (2j+1)/W - 1; one pixel of margin keeps the bbox conservative
-    double fx0 = std::floor((xmin + 1.0) * 0.5 * W - 0.5) - 1, fx1 = std::ceil((xmax + 1.0) * 0.5 * W - 0.5) + 1;
-    double fy0 = std::floor((ymin + 1.0) * 0.5 * H - 0.5) - 1, fy1 = std::ceil((ymax + 1.0) * 0.5 * H - 0.5) + 1;
+    // pixel j has centre (2j+1)/W - 1; a 1e-4 pixel margin keeps the bbox conservative against rounding
+    double fx0 = std::ceil((xmin + 1.0) * 0.5 * W - 0.5 - 1e-4), fx1 = std::floor((xmax + 1.0) * 0.5 * W - 0.5 + 1e-4);
+    double fy0 = std::ceil((ymin + 1.0) * 0.5 * H - 0.5 - 1e-4), fy1 = std::floor((ymax + 1.0) * 0.5 * H - 0.5 + 1e-4);
     s.x0 = (int)std::min(std::max(0.0, fx0), (double)W);
     s.x1 = (int)std::max(std::min((double)W - 1, fx1), -1.0);
     s.y0 = (int)std::min(std::max(0.0, fy0), (double)H);

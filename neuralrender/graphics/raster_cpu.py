@@ -101,10 +101,10 @@ def _setup(v: Tensor, z: Tensor, H: int, W: int, cull: bool):
     all_pos = (w > 0).all(1)
     ws = torch.where(all_pos[:, None], w, torch.ones_like(w))
     px, py = x / ws, y / ws
-    fx0 = torch.floor((px.amin(1) + 1.0) * 0.5 * W - 0.5) - 1
-    fx1 = torch.ceil((px.amax(1) + 1.0) * 0.5 * W - 0.5) + 1
-    fy0 = torch.floor((py.amin(1) + 1.0) * 0.5 * H - 0.5) - 1
-    fy1 = torch.ceil((py.amax(1) + 1.0) * 0.5 * H - 0.5) + 1
+    fx0 = torch.ceil((px.amin(1) + 1.0) * 0.5 * W - 0.5 - 1e-4)
+    fx1 = torch.floor((px.amax(1) + 1.0) * 0.5 * W - 0.5 + 1e-4)
+    fy0 = torch.ceil((py.amin(1) + 1.0) * 0.5 * H - 0.5 - 1e-4)
+    fy1 = torch.floor((py.amax(1) + 1.0) * 0.5 * H - 0.5 + 1e-4)
     big = float(max(H, W) + 2)
     x0 = torch.where(all_pos, fx0.clamp(0, big), torch.zeros_like(fx0)).long()
     x1 = torch.where(all_pos, fx1.clamp(-1, W - 1), torch.full_like(fx1, W - 1)).long()
