@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--landmark-iters", type=int, default=300, help="Adam steps of the landmark stage")
     t.add_argument("--num-identity", type=int, default=40, help="identity PCA components used (<= 63)")
     t.add_argument("--no-photometric", action="store_true", help="landmark term and priors only")
+    t.add_argument("--light-only", action="store_true",
+                   help="photometric stage fits only lighting and albedo (ablation: geometry from landmarks)")
     t.add_argument("--no-smooth", action="store_true", help="drop the temporal smoothness term")
     t.add_argument("--no-video", action="store_true", help="skip the overlay video")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = leave as is)")
@@ -71,7 +73,8 @@ def track_command(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else Path("runs") / "faces" / video.stem
     out.mkdir(parents=True, exist_ok=True)
     cfg = TrackConfig(num_identity=a.num_identity, photo_sizes=a.sizes, photo_epochs=a.epochs,
-                      landmark_iters=a.landmark_iters, photometric=not a.no_photometric, smooth=not a.no_smooth,
+                      landmark_iters=a.landmark_iters, photometric=not a.no_photometric,
+                      photo_geometry=not a.light_only, smooth=not a.no_smooth,
                       quiet=a.quiet, threads=a.threads or None)
     frames = frames.to(a.device)
     model = FaceModel(num_identity=cfg.num_identity).to(a.device)

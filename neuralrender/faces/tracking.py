@@ -52,6 +52,7 @@ class TrackConfig:
     w_smooth: float = 1.0
     lr: float = 0.02
     photometric: bool = True
+    photo_geometry: bool = True  # False: the photometric stage fits only lighting and albedo (ablation)
     smooth: bool = True
     backend: str = "auto"
     quiet: bool = False
@@ -75,6 +76,7 @@ class Track:
     photo_size: int = 0
     timings: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    lm_pred: torch.Tensor | None = None  # fitted landmarks [T,68,2] (undefined ones NaN)
 
     @property
     def num_frames(self) -> int:
@@ -88,7 +90,22 @@ class Track:
                 "lm_iod_p95_pct": 100 * float(iod.quantile(0.95)) if iod.numel() else float("nan"),
                 "lm_px_mean": float(self.lm_px[ok].mean()) if ok.any() else float("nan"),
                 "photo_l1_mean": float(self.photo[ok].mean()) if self.photo.numel() and ok.any() else float("nan"),
-                "photo_size": self.photo_size, "seconds": self.timings}
+                "photo_size": self.photo_size, "seconds": self.timings,
+                "jitter_px": self.jitter(), "detected_jitter_px": _accel(self.landmarks)}
+
+    def jitter(self) -> float:
+        """Mean second difference (acceleration) of the fitted landmark positions in pixels: a flicker measure
+        (lower = smoother); compare with the same number on the detected landmarks (`detected_jitter`)."""
+        if self.lm_pred is None or self.lm_pred.shape[0] < 3:
+            return float("nan")
+        return _accel(self.lm_pred)
+
+
+def _accel(x: torch.Tensor) -> float:
+    if x.shape[0] < 3:
+        return float("nan")
+    n = (x[2:] - 2 * x[1:-1] + x[:-2]).norm(dim=-1)
+    return float(n[torch.isfinite(n)].mean())
 
 
 # ------------------------------------------------------------------------------------------------ terms
@@ -238,6 +255,7 @@ def _track(frames, landmarks, valid, cfg: TrackConfig, model) -> Track:
     model = (model or FaceModel(num_identity=cfg.num_identity)).to(dev)
     weight = valid.to(dev).float()
     timings = {}
+    cpu0 = time.process_time()
     v = _Vars(_init_params(model, target, W, H, cfg.focal)).to(dev)
     all_idx = torch.arange(T, device=dev)
     lr = cfg.lr
@@ -281,7 +299,7 @@ def _track(frames, landmarks, valid, cfg: TrackConfig, model) -> Track:
                 for idx in chunks:
                     opt.zero_grad()
                     p = _scaled(v.params(idx), W, size)
-                    if light_only:
+                    if light_only or not cfg.photo_geometry:
                         p = p.replace(identity=p.identity.detach(), expression=p.expression.detach(),
                                       rotation=p.rotation.detach(), translation=p.translation.detach())
                     r = model.render(p, size, size, backend=cfg.backend)
@@ -305,9 +323,12 @@ def _track(frames, landmarks, valid, cfg: TrackConfig, model) -> Track:
     t0 = time.time()
     with torch.no_grad():
         tr.lm_px, tr.lm_iod = (x.cpu() for x in landmark_errors(model, params, target, W, H))
+        pred, mask = model.landmarks_2d(params, W, H, target)
+        tr.lm_pred = torch.where(mask.view(1, -1, 1), pred, torch.full_like(pred, float("nan"))).cpu()
     size = cfg.photo_sizes[-1] if cfg.photo_sizes else min(W, 128)
     tr.photo, tr.photo_size = photometric_error(model, params, frames, size, cfg.batch_frames, cfg.backend).cpu(), size
     timings["report"] = time.time() - t0
+    timings["cpu_process"] = time.process_time() - cpu0  # CPU seconds of this process (all threads)
     return tr
 
 
@@ -339,6 +360,8 @@ def save_track(tr: Track, path) -> Path:
     tensors = {f"params.{k}": x for k, x in tr.params.as_dict().items()}
     tensors.update({"landmarks": tr.landmarks, "valid": tr.valid.to(torch.uint8), "lm_px": tr.lm_px,
                     "lm_iod": tr.lm_iod, "photo": tr.photo})
+    if tr.lm_pred is not None:
+        tensors["lm_pred"] = tr.lm_pred
     meta = {"kind": "face-track", "width": tr.width, "height": tr.height, "photo_size": tr.photo_size,
             "config": tr.config, "timings": tr.timings}
     return save_checkpoint(path, tensors, meta)
@@ -360,7 +383,7 @@ def load_track(path, num_frames: int | None = None, device="cpu") -> Track:
                         field="params.rotation")
     return Track(params, tensors["landmarks"], tensors["valid"].bool(), int(meta["width"]), int(meta["height"]),
                  tensors["lm_px"], tensors["lm_iod"], tensors["photo"], int(meta.get("photo_size", 0)),
-                 meta.get("timings", {}), meta.get("config", {}))
+                 meta.get("timings", {}), meta.get("config", {}), tensors.get("lm_pred"))
 
 
 def overlay_frames(model: FaceModel, tr: Track, frames: torch.Tensor, alpha: float = 0.6, batch: int = 32,
