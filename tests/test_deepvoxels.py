@@ -114,6 +114,8 @@ def test_bad_inputs_are_named(scene, tmp_path):
         trainer(few, tmp_path / "r0", 1)
     with pytest.raises(NeuralRenderError, match=r"camera \d+ at .* inside the grid bounds"):
         trainer(scene, tmp_path / "r1", 1, bounds="-4,-4,-4,4,4,4")
+    with pytest.raises(NeuralRenderError, match=r"camera \d+ does not see the grid box centre \[5.5, 5.5, 5.5\]"):
+        trainer(scene, tmp_path / "r1b", 1, bounds="5,5,5,6,6,6")
     with pytest.raises(NeuralRenderError, match="bounds must be 'auto' or six numbers"):
         trainer(scene, tmp_path / "r2", 1, bounds="1,2,3")
     trainer(scene, tmp_path / "r3", 1).run()

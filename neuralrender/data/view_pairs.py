@@ -167,6 +167,21 @@ def check_cameras_outside(cameras: Cameras, bounds_min, bounds_max, where: str =
                                 f"{[round(v, 4) for v in hi.tolist()]}; shrink the bounds or use cameras outside")
 
 
+def check_cameras_see(cameras: Cameras, bounds_min, bounds_max, where: str = "cameras") -> None:
+    """Raise NeuralRenderError naming the first camera that does not see the box centre (behind it or
+    projecting outside its image): the grid would be outside that view."""
+    lo, hi = torch.as_tensor(bounds_min).float(), torch.as_tensor(bounds_max).float()
+    xy, z = cameras.project(((lo + hi) / 2).view(1, 1, 3).expand(cameras.batch_size, 1, 3))
+    xy, z = xy[:, 0], z[:, 0]
+    bad = (z <= 0) | (xy[:, 0] < 0) | (xy[:, 0] > cameras.width) | (xy[:, 1] < 0) | (xy[:, 1] > cameras.height)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise NeuralRenderError(f"{where}: camera {i} does not see the grid box centre "
+                                f"{[round(v, 4) for v in ((lo + hi) / 2).tolist()]} (camera z {float(z[i]):.4g}, "
+                                f"pixel {[round(v, 1) for v in xy[i].tolist()]} of {cameras.width}x{cameras.height}); "
+                                f"the grid is outside its view: fix --bounds or drop the camera")
+
+
 def near_far(cameras: Cameras, bounds_min, bounds_max) -> tuple[float, float]:
     """Camera-z range that covers the box's circumscribed sphere from every camera (near clamped > 0)."""
     lo, hi = torch.as_tensor(bounds_min).float(), torch.as_tensor(bounds_max).float()
@@ -244,6 +259,8 @@ def load_view_pairs(data: str | None, image_size: int, n_sources: int, bounds: s
             raise NeuralRenderError(f"bounds: max must exceed min on every axis, got {bounds!r}")
     check_cameras_outside(cams, lo, hi, f"{full.json_path} (train split)")
     check_cameras_outside(test.cameras, lo, hi, f"{full.json_path} (test split)")
+    check_cameras_see(cams, lo, hi, f"{full.json_path} (train split)")
+    check_cameras_see(test.cameras, lo, hi, f"{full.json_path} (test split)")
     near, far = near_far(cams, lo, hi)
     tr, te = ViewPairs(train, train, n_sources), ViewPairs(test, train, n_sources)
     first = train[0]
