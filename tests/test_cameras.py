@@ -207,3 +207,12 @@ def test_camera_gradients():
     for x in (cams.K, cams.R, cams.t):
         assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert math.isfinite(float(cams.centers.detach().sum()))
+
+
+def test_mixed_dtypes_promote():
+    cams = orbit(2, width=16, height=16)  # float32
+    p = torch.randn(2, 5, 3, dtype=torch.float64) * 0.2
+    xy, z = cams.project(p)
+    assert xy.dtype == torch.float64
+    assert torch.allclose(cams.unproject(xy, z), p, atol=1e-5)
+    assert cams.to_clip(p).dtype == torch.float64

@@ -114,13 +114,15 @@ class Cameras:
         return p
 
     def world_to_camera(self, p: Tensor) -> Tensor:
-        """World points [B,N,3] (or [N,3]) -> camera coordinates [B,N,3]."""
+        """World points [B,N,3] (or [N,3]) -> camera coordinates [B,N,3] (in the promoted dtype of both)."""
         p = self._points(p)
-        return p @ self.R.transpose(1, 2) + self.t.unsqueeze(1)
+        dt = torch.promote_types(p.dtype, self.R.dtype)
+        return p.to(dt) @ self.R.to(dt).transpose(1, 2) + self.t.to(dt).unsqueeze(1)
 
     def camera_to_world(self, pc: Tensor) -> Tensor:
         """Camera coordinates [B,N,3] -> world points [B,N,3]."""
-        return (pc - self.t.unsqueeze(1)) @ self.R
+        dt = torch.promote_types(pc.dtype, self.R.dtype)
+        return (pc.to(dt) - self.t.to(dt).unsqueeze(1)) @ self.R.to(dt)
 
     def project(self, p: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
         """World points [B,N,3] -> (pixel xy [B,N,2], depth [B,N] = camera z). Applies distortion if set."""
@@ -133,7 +135,7 @@ class Cameras:
         return self._apply_K(xy), z
 
     def _apply_K(self, xy: Tensor) -> Tensor:
-        K = self.K
+        K = self.K.to(xy.dtype)
         x = K[:, 0, 0, None] * xy[..., 0] + K[:, 0, 1, None] * xy[..., 1] + K[:, 0, 2, None]
         y = K[:, 1, 1, None] * xy[..., 1] + K[:, 1, 2, None]
         return torch.stack([x, y], -1)
@@ -187,7 +189,7 @@ class Cameras:
             raise NeuralRenderError(f"to_clip: need 0 < near < far, got near={near}, far={far}")
         pc = self.world_to_camera(p)
         x, y, z = pc.unbind(-1)
-        K = self.K
+        K = self.K.to(pc.dtype)
         W, H = float(self.width), float(self.height)
         xc = (2.0 / W) * (K[:, 0, 0, None] * x + K[:, 0, 1, None] * y + K[:, 0, 2, None] * z) - z
         yc = (2.0 / H) * (K[:, 1, 1, None] * y + K[:, 1, 2, None] * z) - z
