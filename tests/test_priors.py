@@ -175,6 +175,7 @@ def test_gated_pixelcnn_beats_independent_pixels(tmp_path, shared_data):
     """Binarized Fashion-MNIST, 150 steps: test NLL at most 60% of the independent-Bernoulli baseline's."""
     _, s = train("gated-pixelcnn", tmp_path / "g", 150, **LEARN_AR, variant="binary")
     ev = s["eval"]
+    print("gated-pixelcnn", ev)
     assert ev["nll_nats"] <= 0.6 * ev["baseline_nll_nats"], ev
 
 
@@ -182,6 +183,7 @@ def test_pixelcnn_256_levels_beats_per_pixel_histograms(tmp_path, shared_data):
     """256-level Fashion-MNIST, 150 steps: test bits/dim at least 0.5 below the per-pixel histogram baseline."""
     _, s = train("pixelcnn", tmp_path / "p", 150, **LEARN_AR, variant="256")
     ev = s["eval"]
+    print("pixelcnn-256", ev)
     assert ev["bits_per_dim"] <= ev["baseline_bits_per_dim"] - 0.5, ev
 
 
@@ -189,6 +191,7 @@ def test_pixelrnn_beats_independent_pixels(tmp_path, shared_data):
     """Binarized Fashion-MNIST, 100 steps of a one-layer Row LSTM: test NLL at most 70% of the baseline's."""
     _, s = train("pixelrnn", tmp_path / "r", 100, **{**LEARN_AR, "layers": 1}, variant="binary")
     ev = s["eval"]
+    print("pixelrnn", ev)
     assert ev["nll_nats"] <= 0.7 * ev["baseline_nll_nats"], ev
 
 
@@ -205,6 +208,7 @@ def vqvae_run(tmp_path_factory, shared_data):
 def test_vqvae_reconstructs_with_all_codes_in_use(vqvae_run):
     """PSNR at least 5 dB above the train mean image's; >= 90% of the codes in every test batch; perplexity > K/4."""
     ev = vqvae_run[1]["eval"]
+    print("vqvae", ev)
     assert ev["psnr"] >= ev["psnr_mean_image"] + 5.0, ev
     assert ev["codes_used"] >= 0.9 * 32 and ev["perplexity"] > 8, ev  # distinct codes per test batch
 
@@ -214,6 +218,7 @@ def test_vqvae2_reconstructs(tmp_path, shared_data):
     _, s = train("vqvae2", tmp_path / "v2", 300, hidden=32, res_blocks=1, num_codes_top=16, num_codes_bottom=32,
                  code_dim=8, batch_size=32, eval_batches=0, lr=2e-3)
     ev = s["eval"]
+    print("vqvae2", ev)
     assert ev["psnr"] >= ev["psnr_mean_image"] + 5.0, ev
     assert ev["codes_used_top"] >= 0.9 * 16 and ev["codes_used_bottom"] >= 0.9 * 32, ev
 
@@ -223,4 +228,5 @@ def test_code_prior_beats_unigram_codes(tmp_path, vqvae_run):
     _, s = train("code-prior", tmp_path / "cp", 200, vqvae_run=str(vqvae_run[0]), condition="class",
                  **{**LEARN_AR, "embed": 8})
     ev = s["eval"]
+    print("code-prior", ev)
     assert ev["nll_nats"] <= 0.85 * ev["unigram_nll_nats"] < ev["uniform_nll_nats"], ev
