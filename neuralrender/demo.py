@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-FULL = {"size": 128, "steps": 1500, "crop": 96, "batch_size": 4, "frames": 48}
+FULL = {"size": 128, "steps": 1000, "crop": 96, "batch_size": 4, "frames": 48}
 QUICK = {"size": 64, "steps": 40, "crop": 48, "batch_size": 2, "frames": 8}
 
 
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a ~30 s version at 64x64 with a few steps")
-    p.add_argument("--steps", type=int, help="training steps of each method (default 1500, quick 40)")
+    p.add_argument("--steps", type=int, help="training steps of each method (default 1000, quick 40)")
     p.add_argument("--size", type=int, help="image size of the built scene (default 128, quick 64)")
     p.add_argument("--no-baseline", action="store_true", help="skip the pix2pix-gbuffer baseline")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")

@@ -128,6 +128,10 @@ def test_bad_config_and_data(tmp_path, sphere):
     shutil.copytree(sphere / "images", tmp_path / "nomesh" / "images")
     with pytest.raises(DataError, match="mesh_path"):
         trainer("pix2pix-gbuffer", tmp_path / "nomesh", tmp_path / "r2", 1)
+    # a capture without geometry trains on a sphere proxy where the cameras look
+    tr = trainer("pix2pix-gbuffer", tmp_path / "nomesh", tmp_path / "r3", 1, proxy="sphere")
+    assert tr.run()["steps"] == 1
+    assert torch.allclose(tr.model.verts.mean(0), torch.zeros(3), atol=0.1)  # the test sphere sits at the origin
 
 
 # ---------------------------------------------------------------------------------------------- learning

@@ -44,6 +44,12 @@ class DeferredConfig:
         "help": "VGG16 weights file (torchvision layout, .pth/.safetensors) for the perceptual loss; off when unset"})
     perceptual_weight: float = field(default=0.1, metadata={"help": "weight of the perceptual loss when it is on"})
     backend: str = field(default="auto", metadata={"help": "rasterizer backend: auto|cpu|torch|nvdiffrast|pytorch3d"})
+    mesh: str | None = field(default=None, metadata={
+        "help": "proxy mesh file to use instead of the dataset's mesh_path ('shared:' allowed)"})
+    proxy: str = field(default="none", metadata={
+        "help": "when there is no mesh: 'sphere' = a UV sphere where the cameras look (see proxy_scale); 'none' = error"})
+    proxy_scale: float = field(default=1.0, metadata={
+        "help": "sphere proxy radius, relative to what the tightest view sees at the look-at point"})
     atlas: bool = field(default=True, metadata={
         "help": "pack each labelled object's UVs into its own tile of one atlas (objects never share texels)"})
 
@@ -118,13 +124,27 @@ class DeferredViews(Dataset):
 
 
 def load_posed(root: Path, split: str, downscale: int):
+    """A split of the dataset, cached in memory; lens distortion is removed (the rasterizer is pinhole)."""
     from neuralrender.data.posed import PosedImageDataset
 
-    return PosedImageDataset(root, split=split, downscale=downscale, cache=True)
+    return PosedImageDataset(root, split=split, downscale=downscale, undistort=True, cache=True)
+
+
+def proxy_sphere(cameras: Cameras, scale: float = 1.0) -> Mesh:
+    """A UV sphere centred where the cameras' optical axes meet (least squares), with a radius of `scale` times
+    what the tightest view sees there: a coarse proxy for captures without geometry (e.g. the fox)."""
+    from neuralrender.data.view_pairs import scene_bounds
+    from neuralrender.graphics.meshes import uv_sphere
+
+    lo, hi = scene_bounds(cameras)
+    m = uv_sphere(32, 64, radius=float((hi - lo).max() / 2) * scale)
+    m.verts = m.verts + (lo + hi) / 2
+    return m
 
 
 def build_deferred_data(cfg: DeferredConfig, data: str | None) -> DataBundle:
     from neuralrender.io.meshes import load_mesh
+    from neuralrender.paths import resolve_data_path
 
     root = Path(resolve_posed(data))
     train = load_posed(root, "train", cfg.downscale)
@@ -136,12 +156,19 @@ def build_deferred_data(cfg: DeferredConfig, data: str | None) -> DataBundle:
             continue
         if len(test):
             break
-    if train.data.mesh_path is None:
-        raise DataError(train.data.json_path, "this method needs a proxy mesh: add \"mesh_path\" to the json",
-                        field="mesh_path")
-    mesh = load_mesh(train.data.mesh_path)
+    if cfg.mesh:
+        mesh_path = resolve_data_path(cfg.mesh)
+        mesh = load_mesh(mesh_path)
+    elif train.data.mesh_path is not None:
+        mesh_path = train.data.mesh_path
+        mesh = load_mesh(mesh_path)
+    elif cfg.proxy == "sphere":
+        mesh_path, mesh = "<sphere proxy>", proxy_sphere(train.cameras, cfg.proxy_scale)
+    else:
+        raise DataError(train.data.json_path, "this method needs a proxy mesh: add \"mesh_path\" to the json, "
+                        "or pass --mesh FILE or --proxy sphere", field="mesh_path")
     if mesh.uvs is None:
-        raise DataError(train.data.mesh_path, "the mesh has no UV coordinates (unwrap it, e.g. with the 'uv' extra)",
+        raise DataError(mesh_path, "the mesh has no UV coordinates (unwrap it, e.g. with the 'uv' extra)",
                         field="uvs")
     if cfg.atlas:
         uvs, fuv = atlas_uvs(mesh)
