@@ -1,0 +1,143 @@
+"""Deep Video Portraits conditioning, parameter transfer (reenactment) and interactive edits.
+
+Per frame, `conditioning_maps` rasterizes the fitted face model into COND_CHANNELS = 5 channels at size x size:
+  0-2 correspondence: the MEAN face's vertex coordinates (normalised to [0,1]) as colour, so a pixel tells which
+      point of the face it shows, whatever the identity or expression;
+  3   diffuse shading: the SH light of the frame on a white surface (grey, averaged over colours);
+  4   eyes: Gaussian blobs on the 12 eye landmarks (iBUG 37-48); their positions are the model's eye landmarks
+      plus the detected-minus-fitted residual of the track (`eye_offsets`), which carries blinks and gaze that the
+      6 expression blendshapes cannot (the paper tracks gaze separately; we have no gaze tracker).
+`stack_window` stacks the last N frames' maps into channels (frame t-N+1 ... t; the paper uses N = 11).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from neuralrender.faces.model import FaceModel, FaceParams, axis_angle_to_matrix
+from neuralrender.graphics.draw import gaussian_heatmaps
+
+__all__ = ["COND_CHANNELS", "EYE_IDS", "conditioning_maps", "stack_window", "eye_offsets_from_track",
+           "transfer_params", "edit_params", "face2face_composite", "cond_to_rgb"]
+
+COND_CHANNELS = 5
+EYE_IDS = tuple(range(36, 48))
+
+
+def _correspondence_colors(model: FaceModel) -> torch.Tensor:
+    m = model.mean
+    lo, hi = m.min(0).values, m.max(0).values
+    return (m - lo) / (hi - lo)
+
+
+def eye_offsets_from_track(landmarks: torch.Tensor, fitted: torch.Tensor) -> torch.Tensor:
+    """Detected [T,68,2] minus fitted [T,68,2] eye landmarks -> residual offsets [T,12,2] in pixels (NaN -> 0)."""
+    ids = list(EYE_IDS)
+    return torch.nan_to_num(landmarks[:, ids] - fitted[:, ids])
+
+
+def conditioning_maps(model: FaceModel, p: FaceParams, width: int, height: int, size: int,
+                      eye_offsets: torch.Tensor | None = None, eye_sigma: float | None = None,
+                      backend: str = "auto") -> torch.Tensor:
+    """Maps [B,5,size,size] for parameters p of frames width x height (rendered at size x size, same field of
+    view). eye_offsets [B,12,2] in pixels of the width x height frames (or None)."""
+    s = size / width
+    q = p.replace(focal=p.focal * s)
+    white_sh = q.sh.mean(-1, keepdim=True).expand_as(q.sh)
+    white = (1.0 - model.skin).view(1, 1, 3).expand(1, model.num_verts, 3)  # skin + offset = 1: white surface
+    r = model.render(q.replace(sh=white_sh, albedo=white), size, round(height * s), backend=backend,
+                     extra={"corr": _correspondence_colors(model).unsqueeze(0)})
+    shading = r["image"].mean(1, keepdim=True).clamp(0, 1.5) / 1.5 * r["mask"]
+    corr = r["corr"]
+    pts, _ = model.landmarks_2d(p, width, height)
+    eyes = pts[:, list(EYE_IDS)]
+    if eye_offsets is not None:
+        eyes = eyes + eye_offsets.to(eyes)
+    sigma = eye_sigma if eye_sigma is not None else max(0.75, size / 96)
+    heat = gaussian_heatmaps(eyes * s, r["mask"].shape[-2], size, sigma=sigma).amax(1, keepdim=True)
+    return torch.cat([corr, shading, heat], 1)
+
+
+def stack_window(maps: torch.Tensor, window: int) -> torch.Tensor:
+    """[T,C,H,W] -> [T,window*C,H,W]: for frame t the maps of t-window+1 ... t (clamped at frame 0), oldest first."""
+    T = maps.shape[0]
+    idx = (torch.arange(T).unsqueeze(1) + torch.arange(-window + 1, 1).unsqueeze(0)).clamp_min(0)  # [T,window]
+    return maps[idx].flatten(1, 2)
+
+
+def cond_to_rgb(cond: torch.Tensor) -> torch.Tensor:
+    """A viewable picture of the current frame's maps in a stacked cond [B,N*5,H,W] -> [B,3,H,W]: the
+    correspondence colours times the shading, with the eye map in red."""
+    c = cond[:, -COND_CHANNELS:]
+    img = c[:, :3] * (0.4 + 0.6 * c[:, 3:4])
+    return torch.maximum(img, torch.cat([c[:, 4:5], torch.zeros_like(c[:, :2])], 1)).clamp(0, 1)
+
+
+# -------------------------------------------------------------------------------------------- reenactment
+def transfer_params(source: FaceParams, target: FaceParams, pose: str = "relative") -> FaceParams:
+    """Full-head reenactment parameters: the target's identity, albedo, camera and (per-frame, cycled) lighting;
+    the source's expression; head pose by `pose`: 'relative' (the target's mean pose + the source's deviation
+    from its own mean pose; translation scaled by the depth ratio), 'source' (the source's absolute pose) or
+    'target' (the target's pose, cycled: expression-only transfer as in Face2Face). Returns len(source) frames."""
+    T = source.batch_size
+    cyc = torch.arange(T, device=source.rotation.device) % target.batch_size
+    if pose == "target":
+        rot, trans = target.rotation[cyc], target.translation[cyc]
+    elif pose == "source":
+        rot, trans = source.rotation, source.translation
+    elif pose == "relative":
+        rs, rt = source.rotation.mean(0, keepdim=True), target.rotation.mean(0, keepdim=True)
+        ts, tt = source.translation.mean(0, keepdim=True), target.translation.mean(0, keepdim=True)
+        rot = rt + (source.rotation - rs)
+        trans = tt + (source.translation - ts) * (tt[:, 2:] / ts[:, 2:])
+    else:
+        raise ValueError(f"transfer_params: pose must be relative, source or target, got {pose!r}")
+    focal = target.focal[:1].expand(T) if target.focal.shape[0] else source.focal
+    return FaceParams(target.identity, source.expression, rot, trans, focal.clone(), target.sh[cyc], target.albedo)
+
+
+def edit_params(model: FaceModel, p: FaceParams, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
+                expression: dict[str, float] | None = None) -> FaceParams:
+    """Interactive edits: turn the head (radians, applied in camera space about the head's centre) and set
+    blendshape weights by name (e.g. {"surprise": 0.8} opens the mouth)."""
+    rot = p.rotation
+    if yaw or pitch or roll:
+        d = torch.tensor([pitch, yaw, roll], dtype=rot.dtype, device=rot.device).expand_as(rot)
+        R = axis_angle_to_matrix(d) @ axis_angle_to_matrix(rot)
+        rot = _matrix_to_axis_angle(R)
+    expr = p.expression.clone()
+    for name, val in (expression or {}).items():
+        if name not in model.blendshape_names:
+            raise ValueError(f"edit_params: unknown expression {name!r}; choose from {model.blendshape_names}")
+        expr[:, model.blendshape_names.index(name)] = val
+    return p.replace(rotation=rot, expression=expr)
+
+
+def _matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
+    from neuralrender.graphics.cameras import matrix_to_quaternion
+
+    q = matrix_to_quaternion(R)  # (w, x, y, z), w >= 0
+    v = q[..., 1:]
+    n = v.norm(dim=-1, keepdim=True)
+    ang = 2 * torch.atan2(n, q[..., :1])
+    return torch.where(n > 1e-8, v / n.clamp_min(1e-12) * ang, 2 * v)
+
+
+def face2face_composite(model: FaceModel, p: FaceParams, frames: torch.Tensor, feather: int = 2,
+                        backend: str = "auto") -> torch.Tensor:
+    """Face2Face-style reenactment output: re-render the face model with parameters p [T] and paste it into
+    frames [T,3,H,W] inside its (slightly eroded, feathered) mask -> [T,3,H,W]."""
+    T, _, H, W = frames.shape
+    out = []
+    with torch.no_grad():
+        for s in range(0, T, 32):
+            idx = torch.arange(s, min(s + 32, T))
+            r = model.render(p.index(idx.to(p.rotation.device)), W, H, backend=backend)
+            m = r["mask"]
+            if feather > 0:
+                k = 2 * feather + 1
+                m = -torch.nn.functional.max_pool2d(-m, k, 1, feather)  # erode
+                m = torch.nn.functional.avg_pool2d(m, k, 1, feather)  # feather
+            out.append(frames[idx] * (1 - m) + r["image"].clamp(0, 1) * m)
+    return torch.cat(out)
+

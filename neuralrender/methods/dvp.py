@@ -1,0 +1,230 @@
+"""`dvp`: Deep Video Portraits (Kim et al., SIGGRAPH 2018), person-specific, on CPU-sized budgets.
+
+Data: one video of the target actor and its face track (`neuralrender faces track`, or a quick landmark-only
+track computed here when --track is empty). Per frame, neuralrender.faces.conditioning rasterizes 5 maps
+(mean-face correspondence, diffuse shading under the fitted light, eye blobs); the last `window` frames are
+stacked into channels (paper: 11 frames, 9 channels each). Train = the first `train_frac` of the frames, held-out
+= the rest, driven by their own tracked parameters (self-reenactment).
+
+Renderer: the project's U-Net on the stacked window (space-time encoder-decoder), a conditional PatchGAN on
+(window, image), L1 (up-weighted on the face region) + adversarial (LSGAN by default).
+
+Held-out metrics (evaluate): face-region L1 and PSNR, and flicker = mean |(out_t - out_t-1) - (gt_t - gt_t-1)|
+on the face region (lower = more stable); the same for the nearest-neighbour baseline (the train frame whose
+expression + pose parameters are closest) as nn_*. The single-frame (pix2pix-style) baseline is this method with
+--window 1 (same data, budget and networks).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from neuralrender.errors import DataError
+from neuralrender.faces.conditioning import COND_CHANNELS, cond_to_rgb, conditioning_maps, eye_offsets_from_track, \
+    stack_window
+from neuralrender.losses.gan import discriminator_loss, generator_loss
+from neuralrender.methods.base import DataBundle, Method
+from neuralrender.metrics import psnr
+from neuralrender.nn.discriminators import PatchDiscriminator
+from neuralrender.nn.unet import UNet
+from neuralrender.registry import register
+
+DEFAULT_VIDEO = "shared:videos/face_talking/driving_obama_weekly_address_256.mp4"
+
+
+@dataclass
+class DVPConfig:
+    track: str = field(default="", metadata={"help": "face track (track.safetensors from `neuralrender faces track`); "
+                                                     "empty: a quick landmark-only track is computed"})
+    size: int = field(default=128, metadata={"help": "image size (square)"})
+    frames: int = field(default=0, metadata={"help": "use the first N frames (0 = all)"})
+    window: int = field(default=3, metadata={"help": "frames of conditioning stacked into channels (paper: 11)"})
+    train_frac: float = field(default=0.8, metadata={"help": "first fraction of the frames used for training"})
+    width: int = field(default=32, metadata={"help": "U-Net channels of the first level"})
+    depth: int = field(default=5, metadata={"help": "U-Net stride-2 levels"})
+    d_width: int = field(default=32, metadata={"help": "PatchGAN channels of the first layer"})
+    d_layers: int = field(default=3, metadata={"help": "PatchGAN stride-2 layers"})
+    gan_mode: Literal["lsgan", "vanilla", "hinge"] = field(default="lsgan", metadata={"help": "adversarial loss"})
+    lambda_gan: float = field(default=1.0, metadata={"help": "weight of the adversarial term"})
+    lambda_l1: float = field(default=100.0, metadata={"help": "weight of the L1 term"})
+    face_weight: float = field(default=2.0, metadata={"help": "extra L1 weight on the face region (0 = plain L1)"})
+
+
+# ------------------------------------------------------------------------------------------------ data
+@functools.lru_cache(maxsize=4)
+def _prepare(video: str, track: str, frames: int, size: int):
+    """-> dict of tensors: maps [T,5,S,S], images [T,3,S,S], face masks [T,1,S,S], params features [T,F]."""
+    from neuralrender.faces.landmarks import landmarks_for_video
+    from neuralrender.faces.model import FaceModel
+    from neuralrender.faces.tracking import TrackConfig, load_track, track_video
+    from neuralrender.io.video import read_video
+    from neuralrender.paths import resolve_data_path
+
+    vpath = resolve_data_path(video)
+    imgs = read_video(vpath, count=frames or None)
+    T, _, H, W = imgs.shape
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if track:
+            tr = load_track(resolve_data_path(track))
+            if tr.num_frames < T:
+                raise DataError(track, f"track has {tr.num_frames} frames but {T} video frames are used",
+                                field="params.rotation")
+            model = FaceModel(num_identity=tr.params.identity.shape[1])
+            p = tr.params.index(torch.arange(T))
+            lm, fitted = tr.landmarks[:T], (tr.lm_pred[:T] if tr.lm_pred is not None else None)
+        else:
+            lmk = landmarks_for_video(vpath, imgs if not frames else None)
+            cfg = TrackConfig(num_identity=40, rigid_iters=100, landmark_iters=200, photometric=False, quiet=True)
+            model = FaceModel(num_identity=cfg.num_identity)
+            tr = track_video(imgs, lmk.landmarks[:T], lmk.valid[:T], cfg, model)
+            p, lm, fitted = tr.params, tr.landmarks, tr.lm_pred
+        if fitted is None:
+            fitted, _ = model.landmarks_2d(p, W, H, lm)
+        offs = eye_offsets_from_track(lm, fitted)
+        with torch.no_grad():
+            maps = torch.cat([conditioning_maps(model, p.index(torch.arange(s, min(s + 32, T))), W, H, size,
+                                                offs[s:s + 32]) for s in range(0, T, 32)])
+    finally:
+        torch.set_num_threads(old)
+    mask = (maps[:, :3].amax(1, keepdim=True) > 0).float()
+    mask = F.max_pool2d(mask, 5, 1, 2)  # dilate by 2 px: include the face outline
+    small = F.interpolate(imgs, size=(size, size), mode="area") if (H, W) != (size, size) else imgs
+    feats = torch.cat([p.expression, p.rotation * 10.0, p.translation / 10.0], -1)
+    return {"maps": maps, "images": small, "mask": mask, "feats": feats}
+
+
+class PortraitFrames(Dataset):
+    """Frames `indices` of a prepared video: cond [window*5,S,S], image [3,S,S], mask [1,S,S]; with
+    `nn_index` (held-out split) also the previous frame's cond/image/mask and the nearest-neighbour baseline's
+    images (nn, nn_prev)."""
+
+    def __init__(self, data: dict, window: int, indices: list[int], nn_index: torch.Tensor | None = None):
+        self.cond = stack_window(data["maps"], window)
+        self.images, self.mask, self.indices, self.nn = data["images"], data["mask"], list(indices), nn_index
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        t = self.indices[i]
+        out = {"cond": self.cond[t], "image": self.images[t], "mask": self.mask[t], "index": t}
+        if self.nn is not None:
+            tp = max(t - 1, 0)
+            out.update(cond_prev=self.cond[tp], image_prev=self.images[tp], mask_prev=self.mask[tp],
+                       nn=self.images[int(self.nn[t])], nn_prev=self.images[int(self.nn[tp])])
+        return out
+
+
+def nearest_frames(feats: torch.Tensor, train_idx: list[int]) -> torch.Tensor:
+    """For every frame [T,F] the train frame with the closest standardised expression + pose features -> [T]."""
+    tr = feats[train_idx]
+    mu, sd = tr.mean(0), tr.std(0).clamp_min(1e-6)
+    d = torch.cdist((feats - mu) / sd, (tr - mu) / sd)
+    return torch.as_tensor(train_idx)[d.argmin(1)]
+
+
+def build_portrait_data(cfg: DVPConfig, data: str | None) -> DataBundle:
+    d = _prepare(data or DEFAULT_VIDEO, cfg.track, cfg.frames, cfg.size)
+    T = d["images"].shape[0]
+    n_train = int(round(cfg.train_frac * T))
+    if not 2 <= n_train <= T - 2:
+        raise DataError(data or DEFAULT_VIDEO, f"{T} frames leave no train/held-out split at train_frac "
+                        f"{cfg.train_frac}", field="frames")
+    train_idx, val_idx = list(range(n_train)), list(range(n_train, T))
+    nn = nearest_frames(d["feats"], train_idx)
+    info = {"cond_channels": cfg.window * COND_CHANNELS, "mean_image": d["images"][:n_train].mean(0), "frames": T}
+    return DataBundle(PortraitFrames(d, cfg.window, train_idx), PortraitFrames(d, cfg.window, val_idx, nn), info)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def face_l1(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image mean |x - y| over the mask [B,1,H,W] -> [B]."""
+    m = mask.expand_as(x)
+    return ((x - y).abs() * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0)
+
+
+def flicker(out: torch.Tensor, out_prev: torch.Tensor, gt: torch.Tensor, gt_prev: torch.Tensor,
+            mask: torch.Tensor) -> torch.Tensor:
+    """Temporal instability [B]: mean |(out - out_prev) - (gt - gt_prev)| over the mask (x1000 by callers)."""
+    return face_l1(out - out_prev, gt - gt_prev, mask)
+
+
+# ------------------------------------------------------------------------------------------------ method
+@register("dvp")
+class DeepVideoPortraits(Method):
+    description = "Deep Video Portraits: 3DMM conditioning maps over a temporal window -> U-Net + PatchGAN"
+    Config = DVPConfig
+    phases = ("d", "g")
+    train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 4, "steps": 1000, "eval_every": 250,
+                      "ckpt_every": 250, "eval_batches": 0, "threads": 1}
+
+    @classmethod
+    def build_data(cls, cfg, data, seed):
+        return build_portrait_data(cfg, data)
+
+    def __init__(self, cfg: DVPConfig, info):
+        super().__init__(cfg, info)
+        c = info["cond_channels"]
+        self.generator = UNet(c, 3, width=cfg.width, depth=cfg.depth, norm="instance", act="lrelu",
+                              up="transpose", out_act="sigmoid")
+        self.discriminator = PatchDiscriminator(c + 3, cfg.d_width, cfg.d_layers)
+        self.register_buffer("mean_image", info["mean_image"].float().clone())
+        self._fake = None
+
+    def parameters_for(self, phase):
+        return list((self.discriminator if phase == "d" else self.generator).parameters())
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        """cond [B,window*5,H,W] -> image [B,3,H,W] in [0,1]."""
+        return self.generator(cond)
+
+    def loss(self, phase, batch, step):
+        cond, real, mask = batch["cond"], batch["image"], batch["mask"]
+        if phase == "d":  # one generator pass per step, reused by phase g
+            self._fake = (step, self(cond))
+        fake = self._fake[1] if self._fake is not None and self._fake[0] == step else self(cond)
+        if phase == "d":
+            d = discriminator_loss(self.discriminator(torch.cat([cond, real], 1)),
+                                   self.discriminator(torch.cat([cond, fake.detach()], 1)), self.cfg.gan_mode)
+            return d, {"d": d.item()}
+        self._fake = None
+        adv = generator_loss(self.discriminator(torch.cat([cond, fake], 1)), self.cfg.gan_mode)
+        w = 1.0 + self.cfg.face_weight * mask
+        l1 = ((fake - real).abs() * w).mean() / w.mean()
+        return self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1, {"g_adv": adv.item(), "l1": l1.item()}
+
+    @torch.no_grad()
+    def evaluate(self, batch):
+        out, prev = self(batch["cond"]), self(batch["cond_prev"])
+        real, m = batch["image"], batch["mask"]
+        both = m * batch["mask_prev"]
+        res = {"face_l1": face_l1(out, real, m).mean().item(), "face_psnr": psnr(out, real, m).mean().item(),
+               "flicker": 1000 * flicker(out, prev, real, batch["image_prev"], both).mean().item(),
+               "psnr": psnr(out, real).mean().item()}
+        nn, nnp = batch["nn"], batch["nn_prev"]
+        res.update(nn_face_l1=face_l1(nn, real, m).mean().item(), nn_face_psnr=psnr(nn, real, m).mean().item(),
+                   nn_flicker=1000 * flicker(nn, nnp, real, batch["image_prev"], both).mean().item(),
+                   mean_face_psnr=psnr(self.mean_image.expand_as(real), real, m).mean().item())
+        return res
+
+    @torch.no_grad()
+    def render(self, batch):
+        out = self(batch["cond"])
+        crgb = cond_to_rgb(batch["cond"])
+        res = {"compare": torch.cat([crgb, out, batch["image"]], -1)}
+        if "nn" in batch:
+            res["nn_baseline"] = batch["nn"]
+        return res
+
+    @torch.no_grad()
+    def generate(self, cond: torch.Tensor, batch: int = 16) -> torch.Tensor:
+        """Stacked conditioning [T,window*5,H,W] -> frames [T,3,H,W], in chunks."""
+        return torch.cat([self(cond[s:s + batch]) for s in range(0, cond.shape[0], batch)])
