@@ -192,6 +192,14 @@ def eval_run(run_dir: str, step: int | None, device: str) -> dict:
             res["landmark_regression_px"] = landmark_regression_error(tx, ty, ex, ey)
             # baseline: no features (the regression predicts the train videos' mean pose)
             res["landmark_mean_pose_px"] = landmark_regression_error(tx[:, :0], ty, ex[:, :0], ey)
+        if X:  # within-video protocol: fit on the first 75% of every clip, measure on the last 25%
+            cut = [int(0.75 * x.shape[0]) for x in X]
+            tx = torch.cat([x[:c] for x, c in zip(X, cut)])
+            ty = torch.cat([y[:c] for y, c in zip(Y, cut)])
+            ex = torch.cat([x[c:] for x, c in zip(X, cut)])
+            ey = torch.cat([y[c:] for y, c in zip(Y, cut)])
+            res["landmark_regression_time_px"] = landmark_regression_error(tx, ty, ex, ey)
+            res["landmark_mean_pose_time_px"] = landmark_regression_error(tx[:, :0], ty, ex[:, :0], ey)
         if hasattr(model, "segment"):
             ious = []
             for v, s, e in info["test_segments"]:
@@ -209,13 +217,14 @@ def cmd_eval(args) -> None:
         row = eval_run(r, args.step, args.device)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| run | method | step | L1 | L1 copy-source | L1 no-motion | AKD | MKR | landmark reg. (px) | mean-pose (px) | fg IoU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| run | method | step | L1 | L1 copy-source | L1 no-motion | AKD | MKR | landmark reg. (px) | mean-pose (px) | reg. in-video (px) | mean-pose in-video (px) | fg IoU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     f = lambda x: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"  # noqa: E731
     for r in rows:
         print(f"| {Path(r['run']).name} | {r['method']} | {r['step']} | {f(r['l1'])} | {f(r['l1_copy_source'])} | "
               f"{f(r['l1_no_motion'])} | {f(r.get('akd'))} | {f(r.get('mkr'))} | {f(r.get('landmark_regression_px'))} | "
-              f"{f(r.get('landmark_mean_pose_px'))} | {f(r.get('foreground_iou'))} |")
+              f"{f(r.get('landmark_mean_pose_px'))} | {f(r.get('landmark_regression_time_px'))} | "
+              f"{f(r.get('landmark_mean_pose_time_px'))} | {f(r.get('foreground_iou'))} |")
     notes = {r["akd_note"] for r in rows if "akd_note" in r}
     for n in notes:
         print(f"note: {n}")
