@@ -38,7 +38,7 @@ from neuralrender.graphics.skeleton import (
 )
 
 __all__ = ["WEIZMANN_CLIPS", "POSE_KEY", "PoseClip", "load_pose_clip", "weizmann_clips", "PoseFrameDataset",
-           "BVHDriver", "bvh_driver"]
+           "PoseClipDataset", "clip_flows", "BVHDriver", "bvh_driver"]
 
 WEIZMANN_CLIPS = ("wave1_00000002", "jack_00000004", "bend_00000006")
 POSE_KEY = "pose33_xyzv_normalized"
@@ -185,6 +185,53 @@ class PoseFrameDataset(Dataset):
             "ref_image": c.frames[r], "ref_cond": c.cond[r], "ref_joints": c.joints[r],
             "ref_observed": c.observed[r].float(), "clip": k, "frame": t,
         }
+
+
+def clip_flows(clip: PoseClip) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground-truth optical flow of a clip (DIS, frame t -> t-1, graphics.warp convention) and its
+    forward-backward validity mask: ([T,2,S,S], [T,1,S,S]); flow[0] = 0 with mask 0. Cached on the clip."""
+    if getattr(clip, "_flows", None) is None:
+        from neuralrender.data.conditions import _real_flow  # the one DIS + occlusion-check implementation
+
+        object.__setattr__(clip, "_flows", _real_flow(clip.frames))
+    return clip._flows
+
+
+class PoseClipDataset(Dataset):
+    """Runs of `clip_len` consecutive frames from the train / val part of each clip (split by frame as in
+    PoseFrameDataset: val = the last ceil(test_fraction T) frames), for temporal models and video metrics.
+
+    Item: {"cond" [L,3,S,S], "image" [L,3,S,S], "flow" [L,2,S,S], "flow_mask" [L,1,S,S], "joints" [L,33,2],
+           "observed" [L,33] float, "frame" int64 [L], "clip" int} (the keys data/conditions.CondVideoDataset
+    and methods/_cond2d.clip_metrics use).
+    """
+
+    def __init__(self, clips, split: str = "train", clip_len: int = 2, hop: int = 1, test_fraction: float = 0.2):
+        if split not in ("train", "val", "all"):
+            raise NeuralRenderError(f"split must be 'train', 'val' or 'all', got {split!r}")
+        if clip_len < 1 or hop < 1:
+            raise NeuralRenderError(f"clip_len and hop must be >= 1, got {clip_len}, {hop}")
+        self.clips, self.clip_len = list(clips), clip_len
+        self.index = []
+        for k, c in enumerate(self.clips):
+            n = len(c)
+            cut = n - math.ceil(test_fraction * n)
+            lo, hi = {"train": (0, cut), "val": (cut, n), "all": (0, n)}[split]
+            if hi - lo < clip_len:
+                raise DataError(c.source, f"the {split} part of {c.name} has {hi - lo} frames, fewer than the "
+                                          f"{clip_len} frames asked for", field="frames")
+            self.index += [(k, t) for t in range(lo, hi - clip_len + 1, hop)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        k, t = self.index[i]
+        c, sl = self.clips[k], slice(t, t + self.clip_len)
+        flow, mask = clip_flows(c)
+        return {"cond": c.cond[sl], "image": c.frames[sl], "flow": flow[sl], "flow_mask": mask[sl],
+                "joints": c.joints[sl], "observed": c.observed[sl].float(),
+                "frame": torch.arange(t, t + self.clip_len), "clip": k}
 
 
 @dataclass

@@ -1,0 +1,165 @@
+"""`skeleton-cgan` (Yan et al., "Skeleton-aided Articulated Motion Generation", ACM MM 2017).
+
+Generator: a Siamese U-Net. One encoder reads the appearance reference (reference image + its drawn skeleton),
+a second encoder of the same shape reads the target skeleton; the decoder upsamples the concatenated
+bottlenecks with skip connections from BOTH encoders. The appearance encoder doubles as the frame embedding
+for the triplet loss (the Siamese part): the embeddings of two generated neighbouring frames (t-1, t) of one
+clip must be closer than frame t is to another reference frame (another item of the batch: a random frame of
+a random training clip) by the margin `margin`, which keeps the generated sequence temporally continuous.
+Discriminator: a PatchGAN on the triplet
+(reference image, target skeleton, frame). Loss: lambda_l1 L1 + adversarial + lambda_triplet triplet.
+
+Not person specific: trained on (reference, target) pairs within the training clips, it animates an unseen
+reference image (the held-out clip's first frame) with that clip's skeletons. Baseline: copying the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuralrender.losses.gan import discriminator_loss, generator_loss
+from neuralrender.methods._motion import PoseTransferConfig, build_pose_transfer_data, transfer_metrics
+from neuralrender.methods.base import Method
+from neuralrender.nn.blocks import conv_block
+from neuralrender.nn.discriminators import PatchDiscriminator
+from neuralrender.registry import register
+
+
+class Encoder(nn.Module):
+    """x [B,cin,H,W] -> features per level [B,c_i,H/2**i,W/2**i], i = 0..depth (channels width * 2**i, capped)."""
+
+    def __init__(self, cin: int, width: int, depth: int, max_width: int = 256):
+        super().__init__()
+        self.chans = [min(width * 2**i, max_width) for i in range(depth + 1)]
+        self.stem = conv_block(cin, self.chans[0], norm="none", act="lrelu")
+        self.down = nn.ModuleList(conv_block(self.chans[i], self.chans[i + 1], 3, 2, norm="instance", act="lrelu")
+                                  for i in range(depth))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [self.stem(x)]
+        for d in self.down:
+            feats.append(d(feats[-1]))
+        return feats
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Frame embedding [B,c_depth]: the global average of the bottleneck."""
+        return self(x)[-1].mean((2, 3))
+
+
+class Decoder(nn.Module):
+    """Two encoders' features (lists of equal shapes per level, or with `extra` channels per level) -> image."""
+
+    def __init__(self, chans: list[int], streams: int = 2, cout: int = 3):
+        super().__init__()
+        depth = len(chans) - 1
+        self.up = nn.ModuleList()
+        c = chans[depth] * streams
+        for i in reversed(range(depth)):
+            self.up.append(nn.ModuleDict({
+                "up": conv_block(c, chans[i], 3, 2, norm="instance", act="relu", transpose=True),
+                "fuse": conv_block(chans[i] * (1 + streams), chans[i], norm="instance", act="relu")}))
+            c = chans[i]
+        self.head = nn.Conv2d(c, cout, 3, padding=1)
+
+    def forward(self, streams: list[list[torch.Tensor]]) -> torch.Tensor:
+        depth = len(streams[0]) - 1
+        h = torch.cat([s[depth] for s in streams], 1)
+        for k, blk in enumerate(self.up):
+            i = depth - 1 - k
+            h = blk["fuse"](torch.cat([blk["up"](h)] + [s[i] for s in streams], 1))
+        return torch.sigmoid(self.head(h))
+
+
+class SiameseUNet(nn.Module):
+    """(reference image [B,3,H,W], reference skeleton [B,C,H,W], target skeleton [B,C,H,W]) -> frame [B,3,H,W].
+    H, W must be multiples of 2**depth."""
+
+    def __init__(self, cond_channels: int = 3, width: int = 32, depth: int = 4):
+        super().__init__()
+        self.appearance = Encoder(3 + cond_channels, width, depth)
+        self.pose = Encoder(cond_channels, width, depth)
+        self.decoder = Decoder(self.appearance.chans, 2)
+
+    def forward(self, ref: torch.Tensor, ref_cond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.decoder([self.appearance(torch.cat([ref, ref_cond], 1)), self.pose(cond)])
+
+    def embed(self, image: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.appearance.embed(torch.cat([image, cond], 1))
+
+
+@dataclass
+class SkeletonCGANConfig(PoseTransferConfig):
+    width: int = field(default=24, metadata={"help": "channels of the first encoder level"})
+    depth: int = field(default=4, metadata={"help": "stride-2 levels of each encoder"})
+    d_width: int = field(default=32, metadata={"help": "PatchGAN channels of the first layer"})
+    d_layers: int = field(default=3, metadata={"help": "PatchGAN stride-2 layers"})
+    lambda_l1: float = field(default=100.0, metadata={"help": "weight of the L1 term"})
+    lambda_triplet: float = field(default=1.0, metadata={"help": "weight of the triplet loss on frame embeddings"})
+    margin: float = field(default=1.0, metadata={"help": "triplet margin"})
+
+
+@register("skeleton-cgan")
+class SkeletonCGAN(Method):
+    description = "skeleton cGAN: Siamese U-Net (reference + skeleton), triplet D, L1 + GAN + triplet loss"
+    Config = SkeletonCGANConfig
+    phases = ("d", "g")
+    train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 8, "steps": 2000, "eval_every": 500,
+                      "ckpt_every": 500, "eval_batches": 0}
+
+    @classmethod
+    def build_data(cls, cfg, data, seed):
+        return build_pose_transfer_data(cfg, seed)
+
+    def __init__(self, cfg: SkeletonCGANConfig, info):
+        super().__init__(cfg, info)
+        c = info["cond_channels"]
+        self.generator = SiameseUNet(c, cfg.width, cfg.depth)
+        self.discriminator = PatchDiscriminator(3 + c + 3, cfg.d_width, cfg.d_layers)
+        self._fake = None
+
+    def parameters_for(self, phase):
+        return list((self.discriminator if phase == "d" else self.generator).parameters())
+
+    def forward(self, ref, ref_cond, cond):
+        """Reference [B,3,H,W] + its skeleton, target skeleton [B,C,H,W] -> [B,3,H,W]."""
+        return self.generator(ref, ref_cond, cond)
+
+    def generate(self, batch: dict) -> torch.Tensor:
+        return self(batch["ref_image"], batch["ref_cond"], batch["cond"])
+
+    def loss(self, phase, batch, step):
+        ref, cond, real = batch["ref_image"], batch["cond"], batch["image"]
+        if phase == "d" or self._fake is None or self._fake[0] != step:
+            self._fake = (step, self.generate(batch))
+        fake = self._fake[1]
+        if phase == "d":
+            d = discriminator_loss(self.discriminator(torch.cat([ref, cond, real], 1)),
+                                   self.discriminator(torch.cat([ref, cond, fake.detach()], 1)), self.cfg.gan_mode)
+            return d, {"d": d.item()}
+        self._fake = None
+        adv = generator_loss(self.discriminator(torch.cat([ref, cond, fake], 1)), self.cfg.gan_mode)
+        l1 = F.l1_loss(fake, real)
+        total = self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1
+        logs = {"g_adv": adv.item(), "l1": l1.item()}
+        if self.cfg.lambda_triplet > 0 and ref.shape[0] > 1:
+            prev = self(ref, batch["ref_cond"], batch["prev_cond"])
+            anchor = self.generator.embed(fake, cond)
+            pos = self.generator.embed(prev, batch["prev_cond"])
+            neg = self.generator.embed(ref.roll(1, 0), batch["ref_cond"].roll(1, 0))  # another clip / time
+            trip = F.triplet_margin_loss(anchor, pos, neg, margin=self.cfg.margin)
+            total = total + self.cfg.lambda_triplet * trip
+            logs["triplet"] = trip.item()
+        return total, logs
+
+    @torch.no_grad()
+    def evaluate(self, batch):
+        return transfer_metrics(self.generate(batch), batch)
+
+    @torch.no_grad()
+    def render(self, batch):
+        fake = self.generate(batch)
+        return {"ref_pose_output_real": torch.cat([batch["ref_image"], batch["cond"], fake, batch["image"]], 0)}
