@@ -82,7 +82,7 @@ def _prepare(video: str, track: str, frames: int, size: int):
             lm, fitted = tr.landmarks[:T], (tr.lm_pred[:T] if tr.lm_pred is not None else None)
         else:
             lmk = landmarks_for_video(vpath, imgs if not frames else None)
-            cfg = TrackConfig(num_identity=40, rigid_iters=100, landmark_iters=200, photometric=False, quiet=True)
+            cfg = TrackConfig(num_identity=40, rigid_iters=60, landmark_iters=120, photometric=False, quiet=True)
             model = FaceModel(num_identity=cfg.num_identity)
             tr = track_video(imgs, lmk.landmarks[:T], lmk.valid[:T], cfg, model)
             p, lm, fitted = tr.params, tr.landmarks, tr.lm_pred

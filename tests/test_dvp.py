@@ -1,0 +1,82 @@
+"""dvp (Deep Video Portraits): smoke (shapes, finite losses, checkpoint round trip through the Trainer), resume,
+learning on held-out frames of the real talking-head clip, conditioning maps and parameter transfer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neuralrender.io.checkpoint import load_checkpoint
+from neuralrender.train.trainer import Trainer, build_configs, load_run
+
+# first 40 frames of the talking-head clip at 64x64 (32 train, 8 held out), a quick landmark-only track
+SMALL = {"frames": 40, "size": 64, "window": 2, "width": 8, "depth": 3, "d_width": 8, "d_layers": 2,
+         "batch_size": 2, "quiet": True, "eval_every": 0, "threads": 1, "log_every": 1}
+
+
+def _trainer(out, steps, **kw):
+    _, t, m = build_configs("dvp", {}, {**SMALL, "out": str(out), "steps": steps, **kw})
+    return Trainer("dvp", t, m)
+
+
+def test_smoke_and_checkpoint_round_trip(tmp_path, shared_data):
+    tr = _trainer(tmp_path / "run", 3)
+    summary = tr.run()
+    assert summary["steps"] == 3
+    for v in summary["train"].values():
+        assert torch.isfinite(torch.tensor(v))
+    assert {"face_l1", "face_psnr", "flicker", "nn_face_l1", "nn_face_psnr", "nn_flicker"} <= set(summary["eval"])
+    item = tr.data.val[0]
+    assert item["cond"].shape == (2 * 5, 64, 64) and item["image"].shape == (3, 64, 64)
+    assert 0.05 < float(item["mask"].mean()) < 0.9  # the face region
+    batch = torch.stack([tr.data.val[i]["cond"] for i in range(3)])
+    tr.model.eval()
+    out = tr.model.generate(batch)
+    assert out.shape == (3, 3, 64, 64) and 0 <= float(out.min()) and float(out.max()) <= 1
+    model, _, _, _ = load_run(tmp_path / "run", device="cpu")  # a fresh model from the checkpoint
+    assert torch.equal(out, model.generate(batch))
+
+
+def test_resume_is_bit_identical(tmp_path, shared_data):
+    _trainer(tmp_path / "full", 4, ckpt_every=2).run()
+    _trainer(tmp_path / "part", 2, ckpt_every=2).run()
+    _trainer(tmp_path / "part", 4, ckpt_every=2, resume=True).run()
+    a, _ = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.safetensors")
+    b, mb = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.safetensors")
+    assert mb["step"] == 4 and a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_learns_held_out_face(tmp_path, shared_data):
+    """Held-out frames (last 20% of 40): after 120 steps the face-region PSNR beats the train frames' mean image
+    (named baseline) by 4 dB. Measured: face PSNR 24.9 dB vs mean image 18.6 dB (~60 s with data preparation)."""
+    tr = _trainer(tmp_path / "learn", 120, width=16, lr=1e-3, batch_size=4)
+    ev = tr.run()["eval"]
+    assert ev["face_psnr"] >= ev["mean_face_psnr"] + 4.0, ev
+
+
+def test_conditioning_and_transfer(shared_data):
+    from neuralrender.faces.conditioning import conditioning_maps, edit_params, stack_window, transfer_params
+    from neuralrender.faces.model import FaceModel
+
+    m = FaceModel(num_identity=10)
+    p = m.default_params(3, 128, 128)
+    p.expression[1, 5] = 1.0
+    maps = conditioning_maps(m, p, 128, 128, 64)
+    assert maps.shape == (3, 5, 64, 64)
+    face = maps[:, :3].amax(1) > 0
+    assert 0.05 < float(face.float().mean()) < 0.6
+    assert float(maps[:, 4].amax()) > 0.9  # eye blobs
+    assert not torch.equal(maps[0, :3], maps[1, :3])  # the expression changes the correspondence image
+    st = stack_window(maps, 2)
+    assert st.shape == (3, 10, 64, 64) and torch.equal(st[0, :5], st[0, 5:]) and torch.equal(st[2, :5], maps[1])
+    tgt = m.default_params(2, 128, 128)
+    tgt.identity[:] = 1.0
+    out = transfer_params(p, tgt)
+    assert torch.equal(out.identity, tgt.identity) and torch.equal(out.expression, p.expression)
+    turned = edit_params(m, p, yaw=0.3, expression={"surprise": 0.7})
+    assert torch.allclose(turned.rotation[:, 1], torch.full((3,), 0.3), atol=1e-5)
+    assert torch.allclose(turned.expression[:, 5], torch.full((3,), 0.7))
+    with pytest.raises(ValueError, match="smile"):
+        edit_params(m, p, expression={"smile": 1.0})
