@@ -22,56 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralrender.losses.gan import discriminator_loss, generator_loss
-from neuralrender.methods._motion import PoseTransferConfig, build_pose_transfer_data, transfer_metrics
+from neuralrender.methods._motion import (
+    Decoder,
+    Encoder,
+    PoseTransferConfig,
+    build_pose_transfer_data,
+    transfer_metrics,
+)
 from neuralrender.methods.base import Method
-from neuralrender.nn.blocks import conv_block
 from neuralrender.nn.discriminators import PatchDiscriminator
 from neuralrender.registry import register
-
-
-class Encoder(nn.Module):
-    """x [B,cin,H,W] -> features per level [B,c_i,H/2**i,W/2**i], i = 0..depth (channels width * 2**i, capped)."""
-
-    def __init__(self, cin: int, width: int, depth: int, max_width: int = 256):
-        super().__init__()
-        self.chans = [min(width * 2**i, max_width) for i in range(depth + 1)]
-        self.stem = conv_block(cin, self.chans[0], norm="none", act="lrelu")
-        self.down = nn.ModuleList(conv_block(self.chans[i], self.chans[i + 1], 3, 2, norm="instance", act="lrelu")
-                                  for i in range(depth))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = [self.stem(x)]
-        for d in self.down:
-            feats.append(d(feats[-1]))
-        return feats
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Frame embedding [B,c_depth]: the global average of the bottleneck."""
-        return self(x)[-1].mean((2, 3))
-
-
-class Decoder(nn.Module):
-    """Two encoders' features (lists of equal shapes per level, or with `extra` channels per level) -> image."""
-
-    def __init__(self, chans: list[int], streams: int = 2, cout: int = 3):
-        super().__init__()
-        depth = len(chans) - 1
-        self.up = nn.ModuleList()
-        c = chans[depth] * streams
-        for i in reversed(range(depth)):
-            self.up.append(nn.ModuleDict({
-                "up": conv_block(c, chans[i], 3, 2, norm="instance", act="relu", transpose=True),
-                "fuse": conv_block(chans[i] * (1 + streams), chans[i], norm="instance", act="relu")}))
-            c = chans[i]
-        self.head = nn.Conv2d(c, cout, 3, padding=1)
-
-    def forward(self, streams: list[list[torch.Tensor]]) -> torch.Tensor:
-        depth = len(streams[0]) - 1
-        h = torch.cat([s[depth] for s in streams], 1)
-        for k, blk in enumerate(self.up):
-            i = depth - 1 - k
-            h = blk["fuse"](torch.cat([blk["up"](h)] + [s[i] for s in streams], 1))
-        return torch.sigmoid(self.head(h))
 
 
 class SiameseUNet(nn.Module):

@@ -1,0 +1,198 @@
+"""`deformable-gan` (Siarohin et al., "Deformable GANs for Pose-based Human Image Generation", CVPR 2018).
+
+Generator: a U-Net whose source encoder reads the source image + its pose heatmaps and whose target encoder
+reads the target pose heatmaps. Deformable skip connections: for every body part (graphics.skeleton.BODY_PARTS)
+an affine transform maps the part's TARGET joints onto its SOURCE joints (weighted least squares in
+normalized coordinates, ridge-regularised toward the best similarity fit so 2-joint parts stay well
+posed); each source feature map is backward-warped by every part's transform (graphics.warp.sample_grid),
+masked by the part's region in the target pose (Gaussian blobs along the part's bones), and the parts are
+combined by a max (as in the paper); the background (1 - body mask) keeps the unwarped source features.
+The decoder gets the deformed source features and the target encoder's features at every level.
+Loss: nearest-neighbour loss (each generated pixel compared with the best match in an n x n neighbourhood
+of the real image, Siarohin et al. eq. 4, here on pixels) + adversarial loss from a PatchGAN on
+(source image, target pose, image).
+
+Data and baselines as skeleton-cgan (methods/_motion.py): trained on pairs within training clips, evaluated on
+the held-out clip animated from its first frame; baseline: copying the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from neuralrender.graphics.draw import gaussian_heatmaps
+from neuralrender.graphics.skeleton import BODY_PARTS
+from neuralrender.graphics.warp import make_coordinate_grid, pixel_to_normalized, sample_grid
+from neuralrender.losses.gan import discriminator_loss, generator_loss
+from neuralrender.methods._motion import (
+    Decoder,
+    Encoder,
+    PoseTransferConfig,
+    build_pose_transfer_data,
+    transfer_metrics,
+)
+from neuralrender.methods.base import Method
+from neuralrender.nn.discriminators import PatchDiscriminator
+from neuralrender.registry import register
+
+PART_JOINTS = list(BODY_PARTS.values())
+
+
+def part_affines(src: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Per-part 2x3 affines A with A [p_tgt; 1] ~= p_src (normalized coordinates).
+
+    src, tgt [B,33,2]; valid [B,33] (joint usable in both) -> [B,P,2,3]. Least squares over the part's valid
+    joints with a ridge `ridge` pulling the linear part toward the best similarity (rotation + scale), so parts
+    with 2 joints get their similarity and parts with 3+ a full affine; parts with fewer than 2 valid joints get
+    the pure translation of their one joint (or the identity with none).
+    """
+    B = src.shape[0]
+    out = []
+    eye = torch.eye(2, 3, dtype=src.dtype, device=src.device).expand(B, 2, 3)
+    for joints in PART_JOINTS:
+        s, t = src[:, joints], tgt[:, joints]
+        w = valid[:, joints].to(src.dtype)
+        n = w.sum(1, keepdim=True)  # [B,1]
+        ws = w / n.clamp_min(1)
+        ms, mt = (s * ws[..., None]).sum(1), (t * ws[..., None]).sum(1)  # weighted centroids [B,2]
+        sc, tc = (s - ms[:, None]) * w[..., None], (t - mt[:, None]) * w[..., None]
+        # similarity (Umeyama in 2D): s_c ~= [[a, -b], [b, a]] t_c
+        den = (tc**2).sum((1, 2)).clamp_min(1e-8)
+        a = (tc * sc).sum((1, 2)) / den
+        b = (tc[..., 0] * sc[..., 1] - tc[..., 1] * sc[..., 0]).sum(1) / den
+        sim = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], 1)  # [B,2,2]
+        # affine with ridge toward sim: M = (S^T T + r sim) (T^T T + r I)^-1
+        tt = tc.transpose(1, 2) @ tc + ridge * torch.eye(2, dtype=src.dtype, device=src.device)
+        st = sc.transpose(1, 2) @ tc + ridge * sim
+        lin = st @ torch.linalg.inv(tt)
+        two = (n[:, 0] >= 2)[:, None, None]
+        one = (n[:, 0] >= 1)[:, None, None]
+        lin = torch.where(two, lin, torch.eye(2, dtype=src.dtype, device=src.device).expand(B, 2, 2))
+        trans = ms - (lin @ mt[..., None])[..., 0]
+        A = torch.cat([lin, trans[..., None]], -1)
+        out.append(torch.where(one, A, eye))
+    return torch.stack(out, 1)
+
+
+def part_masks(tgt_px: torch.Tensor, valid: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+    """Soft region of each part in the target pose: [B,P,H,W] in [0,1], the max of Gaussian blobs at the part's
+    joints and at 1/4, 1/2, 3/4 along each consecutive joint pair (pixels, `sigma` wide)."""
+    masks = []
+    for joints in PART_JOINTS:
+        pts, vis = [tgt_px[:, joints]], [valid[:, joints]]
+        for a, b in zip(joints[:-1], joints[1:]):
+            for f in (0.25, 0.5, 0.75):
+                pts.append((tgt_px[:, a] * (1 - f) + tgt_px[:, b] * f)[:, None])
+                vis.append((valid[:, a] & valid[:, b])[:, None])
+        hm = gaussian_heatmaps(torch.cat(pts, 1), height, width, sigma, torch.cat(vis, 1).to(tgt_px.dtype))
+        masks.append(hm.amax(1))
+    return torch.stack(masks, 1)
+
+
+def deform_features(feat: torch.Tensor, affines: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Deformable skip connection: feat [B,C,h,w], affines [B,P,2,3] (normalized), masks [B,P,H,W] -> [B,C,h,w]:
+    max over parts of mask_p * warp_p(feat), plus (1 - max_p mask_p) * feat for the background."""
+    B, C, h, w = feat.shape
+    P = affines.shape[1]
+    m = F.interpolate(masks, size=(h, w), mode="area") if masks.shape[-2:] != (h, w) else masks
+    grid = make_coordinate_grid(h, w, feat.dtype, feat.device)  # [h,w,2]
+    g = torch.cat([grid, torch.ones_like(grid[..., :1])], -1)  # [h,w,3]
+    src_grid = torch.einsum("bpij,hwj->bphwi", affines, g).reshape(B * P, h, w, 2)
+    warped = sample_grid(feat.repeat_interleave(P, 0), src_grid, padding="border").reshape(B, P, C, h, w)
+    parts = (warped * m[:, :, None]).amax(1)
+    body = m.amax(1, keepdim=True)
+    return parts + (1 - body) * feat
+
+
+def nearest_neighbour_loss(fake: torch.Tensor, real: torch.Tensor, n: int = 3) -> torch.Tensor:
+    """Siarohin et al.'s NN loss on pixels: mean over pixels of min over the n x n neighbourhood of the real image
+    of the L1 distance between the generated pixel and the real one (tolerates small misalignments)."""
+    B, C, H, W = real.shape
+    patches = F.unfold(F.pad(real, [n // 2] * 4, mode="replicate"), n).reshape(B, C, n * n, H, W)
+    return (fake[:, :, None] - patches).abs().sum(1).amin(1).mean() / C
+
+
+@dataclass
+class DeformableGANConfig(PoseTransferConfig):
+    width: int = field(default=16, metadata={"help": "channels of the first encoder level"})
+    depth: int = field(default=4, metadata={"help": "stride-2 levels of each encoder"})
+    sigma: float = field(default=2.0, metadata={"help": "pose heatmap / part mask width in pixels at 64 px"})
+    nn_size: int = field(default=3, metadata={"help": "neighbourhood of the nearest-neighbour loss (odd)"})
+    deformable: bool = field(default=True, metadata={"help": "deformable skips (false: plain skips, ablation)"})
+    d_width: int = field(default=32, metadata={"help": "PatchGAN channels of the first layer"})
+    d_layers: int = field(default=3, metadata={"help": "PatchGAN stride-2 layers"})
+    lambda_nn: float = field(default=100.0, metadata={"help": "weight of the nearest-neighbour loss"})
+
+
+@register("deformable-gan")
+class DeformableGAN(Method):
+    description = "Deformable GAN: per-part affine deformable skip connections, nearest-neighbour loss"
+    Config = DeformableGANConfig
+    phases = ("d", "g")
+    train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 8, "steps": 2000, "eval_every": 500,
+                      "ckpt_every": 500, "eval_batches": 0}
+
+    @classmethod
+    def build_data(cls, cfg, data, seed):
+        return build_pose_transfer_data(cfg, seed)
+
+    def __init__(self, cfg: DeformableGANConfig, info):
+        super().__init__(cfg, info)
+        self.source_enc = Encoder(3 + 33, cfg.width, cfg.depth)
+        self.target_enc = Encoder(33, cfg.width, cfg.depth)
+        self.decoder = Decoder(self.source_enc.chans, 2)
+        self.discriminator = PatchDiscriminator(3 + 3 + 3, cfg.d_width, cfg.d_layers)
+
+    def parameters_for(self, phase):
+        if phase == "d":
+            return list(self.discriminator.parameters())
+        return [p for m in (self.source_enc, self.target_enc, self.decoder) for p in m.parameters()]
+
+    def _heatmaps(self, joints, observed, H, W):
+        return gaussian_heatmaps(joints, H, W, self.cfg.sigma * H / 64, observed)
+
+    def forward(self, src: torch.Tensor, src_joints: torch.Tensor, src_obs: torch.Tensor, tgt_joints: torch.Tensor,
+                tgt_obs: torch.Tensor) -> torch.Tensor:
+        """Source image [B,3,H,W] with its pose [B,33,2] (pixels) + observed [B,33], target pose -> [B,3,H,W]."""
+        H, W = src.shape[-2:]
+        fs = self.source_enc(torch.cat([src, self._heatmaps(src_joints, src_obs, H, W)], 1))
+        ft = self.target_enc(self._heatmaps(tgt_joints, tgt_obs, H, W))
+        if self.cfg.deformable:
+            valid = (src_obs > 0) & (tgt_obs > 0) & torch.isfinite(src_joints).all(-1) & torch.isfinite(tgt_joints).all(-1)
+            sj = pixel_to_normalized(torch.nan_to_num(src_joints), H, W)
+            tj = pixel_to_normalized(torch.nan_to_num(tgt_joints), H, W)
+            A = part_affines(sj, tj, valid)
+            masks = part_masks(torch.nan_to_num(tgt_joints), valid, H, W, self.cfg.sigma * H / 64 * 1.5)
+            fs = [deform_features(f, A, masks) for f in fs]
+        return self.decoder([fs, ft])
+
+    def generate(self, batch: dict) -> torch.Tensor:
+        return self(batch["ref_image"], batch["ref_joints"], batch["ref_observed"], batch["joints"], batch["observed"])
+
+    def loss(self, phase, batch, step):
+        ref, cond, real = batch["ref_image"], batch["cond"], batch["image"]
+        if phase == "d" or getattr(self, "_fake", None) is None or self._fake[0] != step:
+            self._fake = (step, self.generate(batch))
+        fake = self._fake[1]
+        if phase == "d":
+            d = discriminator_loss(self.discriminator(torch.cat([ref, cond, real], 1)),
+                                   self.discriminator(torch.cat([ref, cond, fake.detach()], 1)), self.cfg.gan_mode)
+            return d, {"d": d.item()}
+        self._fake = None
+        adv = generator_loss(self.discriminator(torch.cat([ref, cond, fake], 1)), self.cfg.gan_mode)
+        nn_l = nearest_neighbour_loss(fake, real, self.cfg.nn_size)
+        return self.cfg.lambda_gan * adv + self.cfg.lambda_nn * nn_l, {"g_adv": adv.item(), "nn": nn_l.item(),
+                                                                        "l1": F.l1_loss(fake, real).item()}
+
+    @torch.no_grad()
+    def evaluate(self, batch):
+        return transfer_metrics(self.generate(batch), batch)
+
+    @torch.no_grad()
+    def render(self, batch):
+        fake = self.generate(batch)
+        return {"ref_pose_output_real": torch.cat([batch["ref_image"], batch["cond"], fake, batch["image"]], 0)}
+
