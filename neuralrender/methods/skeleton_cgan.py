@@ -53,7 +53,7 @@ class SiameseUNet(nn.Module):
 
 @dataclass
 class SkeletonCGANConfig(PoseTransferConfig):
-    width: int = field(default=24, metadata={"help": "channels of the first encoder level"})
+    width: int = field(default=16, metadata={"help": "channels of the first encoder level"})
     depth: int = field(default=4, metadata={"help": "stride-2 levels of each encoder"})
     d_width: int = field(default=32, metadata={"help": "PatchGAN channels of the first layer"})
     d_layers: int = field(default=3, metadata={"help": "PatchGAN stride-2 layers"})
