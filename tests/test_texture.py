@@ -128,3 +128,23 @@ def test_uv_derivatives_match_finite_differences_under_perspective():
     assert torch.allclose(dx[inner], fx[inner], rtol=0.02, atol=2e-4)
     assert torch.allclose(dy[inner], fy[inner], rtol=0.02, atol=2e-4)
     assert dx[inner][:, 0].std() > 1e-3  # perspective: the derivative varies over the quad
+
+
+@pytest.mark.parametrize("dist", [2.2, 8.0])  # mostly covered / mostly background: both interpolate paths
+def test_interpolate_matches_per_pixel_reference(dist):
+    from neuralrender.graphics.meshes import icosphere
+
+    m = icosphere(2)
+    v, f = m.verts.float(), m.faces
+    cams = Cameras(K=intrinsics_from_fov(60.0, 20, 16).expand(2, 3, 3), R=torch.eye(3).expand(2, 3, 3),
+                   t=torch.tensor([[0.0, 0.0, dist], [0.1, 0.0, dist]]), width=20, height=16)
+    fr = rasterize(cams, v, f)
+    cov = fr.mask.float().mean()
+    assert (cov > 0.5) if dist < 3 else (0 < cov < 0.5)
+    attr = torch.randn(2, v.shape[0], 4)  # per-image attributes
+    out = interpolate(attr, fr)
+    ref = torch.zeros_like(out)
+    for b, i, j in fr.mask.nonzero().tolist():
+        tri = f[fr.face_id[b, i, j]]
+        ref[b, i, j] = (fr.bary[b, i, j, :, None] * attr[b, tri]).sum(0)
+    assert torch.allclose(out, ref, atol=1e-6)

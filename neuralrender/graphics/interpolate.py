@@ -34,18 +34,30 @@ def interpolate(attr: Tensor, fragments, faces: Tensor | None = None, return_der
     if faces.numel() and int(faces.max()) >= attr.shape[-2]:
         raise NeuralRenderError(f"interpolate: faces index up to {int(faces.max())} but attr has {attr.shape[-2]} rows")
     C = attr.shape[-1]
-    # every pixel, background included: its barycentrics are 0, so it interpolates to 0 (no masking pass)
     P = B * H * W
-    fid = fragments.face_id.reshape(P).clamp(min=0)
-    idx = faces[fid]  # [P,3]
+    fid_flat = fragments.face_id.reshape(P)
+    covered = fid_flat >= 0
+    # mostly covered: work on every pixel (background bary is 0, so it interpolates to 0); otherwise only on the
+    # covered pixels. Same result, whichever is cheaper.
+    pix = None if 2 * int(covered.sum()) > P else torch.nonzero(covered).squeeze(1)
+    fids = fid_flat.clamp(min=0) if pix is None else fid_flat.index_select(0, pix)
+    idx = faces[fids]  # [N,3]
     if attr.dim() == 3:
-        idx = idx + (torch.arange(B, device=attr.device) * attr.shape[1]).repeat_interleave(H * W).unsqueeze(-1)
+        img = torch.arange(P, device=attr.device) if pix is None else pix
+        idx = idx + (torch.div(img, H * W, rounding_mode="floor") * attr.shape[1]).unsqueeze(-1)
         attr = attr.reshape(-1, C)
-    fa = attr[idx.reshape(-1)].view(P, 3, C)
-    lam = fragments.bary.reshape(P, 1, 3).to(attr.dtype)
-    out = torch.bmm(lam, fa).view(B, H, W, C)
+    lam = fragments.bary.reshape(P, 3)
+    lam = (lam if pix is None else lam.index_select(0, pix)).to(attr.dtype)  # [N,3]
+    a0, a1, a2 = attr[idx[:, 0]], attr[idx[:, 1]], attr[idx[:, 2]]
+    vals = a0 * lam[:, 0:1] + a1 * lam[:, 1:2] + a2 * lam[:, 2:3]
+
+    def scatter(x):
+        return x if pix is None else torch.zeros(P, *x.shape[1:], dtype=x.dtype, device=x.device).index_copy(0, pix, x)
+
+    out = scatter(vals).view(B, H, W, C)
     if not return_derivatives:
         return out
-    db = fragments.bary_derivatives().reshape(P, 3, 2).to(attr.dtype)  # 0 on background
-    dout = torch.bmm(fa.transpose(1, 2), db).view(B, H, W, C, 2)
-    return out, dout
+    db = fragments.bary_derivatives().reshape(P, 3, 2)
+    db = (db if pix is None else db.index_select(0, pix)).to(attr.dtype)  # [N,3,2], 0 on background
+    dvals = a0.unsqueeze(-1) * db[:, 0:1] + a1.unsqueeze(-1) * db[:, 1:2] + a2.unsqueeze(-1) * db[:, 2:3]
+    return out, scatter(dvals).view(B, H, W, C, 2)
