@@ -102,7 +102,7 @@ class AnimationMethod(Method):
         ds = bundle.val if bundle.val is not None else bundle.train
         for v, s, e in ds.segments:
             vid = ds.videos[v][s:min(e, s + frames)].float().div(255).to(dev)
-            for rel in (True, False):
+            for rel in ((True, False) if hasattr(self, "keypoints") else (False,)):  # no keypoints: absolute only
                 res = self.animate(vid[:1], vid, relative=rel)
                 strip = torch.cat([vid[:1].expand_as(vid), vid, res["prediction"]], -1)
                 tag = "relative" if rel else "absolute"
