@@ -45,7 +45,7 @@ class TrackConfig:
     photo_epochs: tuple[int, ...] = (6, 2)
     batch_frames: int = 48
     w_landmark: float = 1.0
-    w_photo: float = 1.0
+    w_photo: float = 10.0
     w_identity: float = 1e-3
     w_expression: float = 1e-3
     w_albedo: float = 1.0
