@@ -46,6 +46,12 @@ def test_pyramid_coarse_levels_get_gradients_everywhere():
     assert g[2].float().mean() > g[0].float().mean()  # the coarse level spreads the gradient wider
     full = tex.full()
     assert full.shape == (1, 4, 32, 32)
+    # mip-mapped sampling: a large footprint (uv_da) reads coarser mip levels, i.e. a smoother value
+    uv = torch.rand(1, 6, 6, 2)
+    sharp = tex(uv, filter="mipmap", uv_da=torch.zeros(1, 6, 6, 2, 2))
+    blurry = tex(uv, filter="mipmap", uv_da=torch.eye(2).expand(1, 6, 6, 2, 2) * 0.5)
+    assert sharp.shape == blurry.shape == (1, 4, 6, 6)
+    assert torch.allclose(sharp, tex(uv), atol=1e-6)
 
 
 def test_edit_changes_exactly_the_edited_texels():
