@@ -38,6 +38,10 @@ if [ ! -f "$stamp" ]; then
   "$PY" -m pip install -q -c "$VENV/torch-constraint.txt" -e ".[$EXTRAS]"
   touch "$stamp"
 fi
+# Build the rasterizer's C++ CPU kernel once (cached in ~/.cache/neuralrender); without a compiler the
+# pure-torch fallback is used, so a failure here is not fatal.
+"$PY" -c "import sys; from neuralrender.graphics.raster_cpu import get_extension; sys.exit(0 if get_extension() else 1)" >/dev/null 2>&1 \
+  || echo "[setup] note: C++ rasterizer kernel not built; the pure-torch fallback will be used"
 if "$VENV/bin/pip" list 2>/dev/null | grep -qiE '^(nvidia-|triton )'; then
   echo "[setup] error: CUDA packages were installed into $VENV" >&2
   exit 1

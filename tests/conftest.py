@@ -21,6 +21,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    # One intra-op thread: small tensor work is many times slower with 2 threads on a busy 2-core machine,
+    # and results do not depend on it.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
 
