@@ -198,10 +198,14 @@ def test_pixelrnn_beats_independent_pixels(tmp_path, shared_data):
 @pytest.fixture(scope="module")
 def vqvae_run(tmp_path_factory, shared_data):
     """A VQ-VAE trained for 300 steps (32 codes), shared by the VQ-VAE and code-prior learning tests."""
+    n = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("vq") / "vqvae"
-    _, s = train("vqvae", out, 300, hidden=32, res_blocks=1, num_codes=32, code_dim=8, batch_size=32,
-                 eval_batches=0, lr=2e-3)
+    try:
+        _, s = train("vqvae", out, 300, hidden=32, res_blocks=1, num_codes=32, code_dim=8, batch_size=32,
+                     eval_batches=0, lr=2e-3)
+    finally:
+        torch.set_num_threads(n)
     return out, s
 
 
