@@ -106,15 +106,13 @@ class DeferredViews(Dataset):
         if self.augment:
             s = float(torch.empty(()).uniform_(self.scale_min, self.scale_max))
             H, W = img.shape[-2:]
-            if self.crop:  # never scale below the crop size: every item of a batch has the same shape
-                s = max(s, self.crop / min(H, W))
-            h, w = max(1, round(H * s)), max(1, round(W * s))
+            ch, cw = (min(self.crop, H), min(self.crop, W)) if self.crop else (H, W)
+            s = max(s, ch / H, cw / W)  # never smaller than the crop: every item of a batch has the same shape
+            h, w = max(ch, round(H * s)), max(cw, round(W * s))
             if (h, w) != (H, W):
                 img = F.interpolate(img[None], size=(h, w), mode="bilinear", align_corners=False, antialias=s < 1)[0]
                 K[0] *= w / W
                 K[1] *= h / H
-            c = self.crop or max(h, w)
-            ch, cw = min(c, h), min(c, w)
             y0 = int(torch.randint(0, h - ch + 1, ()))
             x0 = int(torch.randint(0, w - cw + 1, ()))
             img = img[:, y0:y0 + ch, x0:x0 + cw]
