@@ -64,10 +64,11 @@ def part_affines(src: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, ridg
         a = (tc * sc).sum((1, 2)) / den
         b = (tc[..., 0] * sc[..., 1] - tc[..., 1] * sc[..., 0]).sum(1) / den
         sim = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], 1)  # [B,2,2]
-        # affine with ridge toward sim: M = (S^T T + r sim) (T^T T + r I)^-1
+        # affine with ridge toward sim: M = (S^T T + r sim) (T^T T + r I)^-1 = sim + E^T T (T^T T + r I)^-1 with
+        # E the similarity's residuals (written so, 2-joint parts get sim exactly however ill-conditioned T^T T is)
         tt = tc.transpose(1, 2) @ tc + ridge * torch.eye(2, dtype=src.dtype, device=src.device)
-        st = sc.transpose(1, 2) @ tc + ridge * sim
-        lin = st @ torch.linalg.inv(tt)
+        res = sc - tc @ sim.transpose(1, 2)
+        lin = sim + (res.transpose(1, 2) @ tc) @ torch.linalg.inv(tt)
         two = (n[:, 0] >= 2)[:, None, None]
         one = (n[:, 0] >= 1)[:, None, None]
         lin = torch.where(two, lin, torch.eye(2, dtype=src.dtype, device=src.device).expand(B, 2, 2))

@@ -1,0 +1,133 @@
+"""pose2body, skeleton-cgan, deformable-gan: smoke (shapes, finite losses, checkpoint round trip through the
+Trainer), resume, learning (beats the untrained generator on held-out data by a stated margin), and the
+building blocks of deformable-gan (part affines, deformable skips, nearest-neighbour loss)."""
+
+import pytest
+import torch
+
+from neuralrender.io.checkpoint import load_checkpoint
+from neuralrender.train.trainer import Trainer, build_configs, load_run
+
+BASE = {"size": 32, "quiet": True, "eval_every": 0, "log_every": 1, "batch_size": 2, "threads": 1, "d_width": 8}
+SMALL = {
+    "pose2body": {"width": 4, "n_blocks_global": 1, "n_blocks_local": 1, "eval_clip": 4},
+    "skeleton-cgan": {"width": 4, "depth": 3, "d_layers": 2, "pairs": 1},
+    "deformable-gan": {"width": 4, "depth": 3, "d_layers": 2, "pairs": 1},
+}
+NAMES = list(SMALL)
+
+
+def _trainer(name, out, steps, **kw):
+    _, t, m = build_configs(name, {}, {**BASE, **SMALL[name], "out": str(out), "steps": steps, **kw})
+    return Trainer(name, t, m)
+
+
+def _first(ds, n=2):
+    from torch.utils.data import default_collate
+
+    return default_collate([ds[i] for i in range(n)])
+
+
+def _generate(model, batch):
+    if model.name == "pose2body":
+        return model.generate_clip(batch["cond"], batch["joints"])
+    return model.generate(batch)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_and_checkpoint_round_trip(name, tmp_path, shared_data):
+    tr = _trainer(name, tmp_path / "run", 3, eval_batches=1)
+    summary = tr.run()
+    assert summary["steps"] == 3
+    for v in summary["train"].values():
+        assert torch.isfinite(torch.tensor(v))
+    ev = summary["eval"]
+    expect = {"psnr", "ssim", "warp_err", "psnr_head", "psnr_head_noface"} if name == "pose2body" else \
+        {"l1", "psnr", "ssim", "l1_copy_ref", "ssim_copy_ref"}
+    assert expect <= set(ev)
+    assert summary["renders"]
+    batch = _first(tr.data.val)
+    tr.model.eval()
+    with torch.no_grad():
+        out = _generate(tr.model, batch)
+    shape = (2, 4, 3, 32, 32) if name == "pose2body" else (2, 3, 32, 32)
+    assert out.shape == shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    model, _, _, _ = load_run(tmp_path / "run", device="cpu")  # a fresh model from the checkpoint
+    with torch.no_grad():
+        assert torch.equal(out, _generate(model, batch))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resume_is_bit_identical(name, tmp_path, shared_data):
+    _trainer(name, tmp_path / "full", 4, ckpt_every=2, eval_batches=1).run()
+    _trainer(name, tmp_path / "part", 2, ckpt_every=2, eval_batches=1).run()
+    _trainer(name, tmp_path / "part", 4, ckpt_every=2, eval_batches=1, resume=True).run()
+    a, _ = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.safetensors")
+    b, mb = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.safetensors")
+    assert mb["step"] == 4 and a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("name, key, margin", [("pose2body", "psnr", 3.0), ("skeleton-cgan", "psnr", 3.0),
+                                               ("deformable-gan", "psnr", 3.0)])
+def test_learns_beyond_untrained_generator(name, key, margin, tmp_path, shared_data):
+    """Held-out data (pose2body: the subject's last 20% frames, autoregressive; the others: the unseen clip from
+    its first frame): 40 steps at lr 1e-3 raise PSNR by `margin` dB over the untrained generator (same seed).
+    Measured (2-core machine shared, load ~15): pose2body 12.4 -> 19.6 dB, skeleton-cgan 12.1 -> 19.0 dB,
+    deformable-gan 12.0 -> 19.3 dB."""
+    tr = _trainer(name, tmp_path / "learn", 40, lr=1e-3, batch_size=4, eval_batches=0)
+    before = tr.evaluate()[key]
+    ev = tr.run()["eval"]
+    assert ev[key] >= before + margin, (before, ev)
+
+
+def test_part_affines_recover_a_known_transform():
+    from neuralrender.methods.deformable_gan import PART_JOINTS, part_affines
+
+    g = torch.Generator().manual_seed(0)
+    tgt = torch.rand(2, 33, 2, generator=g) * 1.6 - 0.8
+    A = torch.tensor([[[0.9, -0.3, 0.1], [0.4, 1.1, -0.2]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    src = torch.einsum("bij,bnj->bni", A, torch.cat([tgt, torch.ones(2, 33, 1)], -1))
+    valid = torch.ones(2, 33, dtype=torch.bool)
+    est = part_affines(src, tgt, valid, ridge=1e-6)
+    for p, joints in enumerate(PART_JOINTS):
+        if len(joints) >= 3:  # a full affine is determined
+            assert torch.allclose(est[:, p], A, atol=1e-3), p
+        pred = torch.einsum("bij,bnj->bni", est[:, p], torch.cat([tgt[:, joints], torch.ones(2, len(joints), 1)], -1))
+        if len(joints) == 2:  # a similarity maps 2 points exactly
+            assert torch.allclose(pred, src[:, joints], atol=1e-3), p
+    valid[0, :] = False  # no valid joint: identity
+    est = part_affines(src, tgt, valid)
+    assert torch.allclose(est[0], torch.eye(2, 3).expand_as(est[0]))
+
+
+def test_deformable_skip_moves_features_with_the_part():
+    """A blob on the 'left forearm' of the source moves to where that part is in the target pose."""
+    from neuralrender.graphics.warp import pixel_to_normalized
+    from neuralrender.methods.deformable_gan import deform_features, part_affines, part_masks
+
+    H = W = 32
+    src = torch.full((1, 33, 2), 16.0)
+    src[0, 13], src[0, 15], src[0, 17], src[0, 19] = (torch.tensor(v) for v in ([8.0, 8], [8, 14], [8, 15], [9, 15]))
+    tgt = src.clone()
+    tgt[0, [13, 15, 17, 19], 0] += 12  # the forearm moved 12 px right
+    feat = torch.zeros(1, 1, H, W)
+    feat[0, 0, 10:13, 7:10] = 1.0  # on the source forearm
+    valid = torch.ones(1, 33, dtype=torch.bool)
+    A = part_affines(pixel_to_normalized(src, H, W), pixel_to_normalized(tgt, H, W), valid)
+    out = deform_features(feat, A, part_masks(tgt, valid, H, W, 2.0))
+    assert out[0, 0, 10:13, 19:22].mean() > 0.6  # the forearm's features followed it
+    assert feat[0, 0, 10:13, 19:22].max() == 0
+    # where the body is absent in the target (background), the source features stay in place
+    assert torch.allclose(out[0, 0, 10:13, 7:10], feat[0, 0, 10:13, 7:10], atol=1e-3)
+
+
+def test_nearest_neighbour_loss_tolerates_one_pixel_shift():
+    from neuralrender.methods.deformable_gan import nearest_neighbour_loss
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(1, 3, 16, 16, generator=g)
+    shifted = torch.roll(real, 1, -1)
+    assert nearest_neighbour_loss(shifted[..., 1:-1, 1:-1], real[..., 1:-1, 1:-1]) < 1e-6
+    assert nearest_neighbour_loss(shifted, real) < 0.3 * (shifted - real).abs().mean()
