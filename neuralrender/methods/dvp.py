@@ -26,8 +26,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from neuralrender.errors import DataError
-from neuralrender.faces.conditioning import COND_CHANNELS, cond_to_rgb, conditioning_maps, eye_offsets_from_track, \
-    stack_window
+from neuralrender.faces.conditioning import (
+    COND_CHANNELS,
+    cond_to_rgb,
+    conditioning_maps,
+    eye_offsets_from_track,
+    stack_window,
+)
 from neuralrender.losses.gan import discriminator_loss, generator_loss
 from neuralrender.methods.base import DataBundle, Method
 from neuralrender.metrics import psnr
