@@ -6,7 +6,7 @@ and an occlusion-aware generator that warps the source's encoder features with t
 by the occlusion map and decodes. Trained on frame pairs of the same video with a multi-scale L1
 reconstruction loss and equivariance losses on keypoints and Jacobians under random TPS transforms.
 At test time motion is transferred relatively (with the paper's adaptive scale) or absolutely.
-Ablations of the paper: --no-use-jacobian (zeroth order), --no-use-occlusion.
+Ablations of the paper: --use-jacobian false (zeroth order), --use-occlusion false.
 """
 
 from __future__ import annotations
