@@ -43,6 +43,18 @@ def corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
+def last_eval(run_dir: Path) -> dict:
+    """The last held-out evaluation logged in a run's metrics.jsonl ({} when none)."""
+    out = {}
+    log = run_dir / "metrics.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            d = json.loads(line)
+            if d.get("split") == "val":
+                out = d
+    return out
+
+
 def get_track(video: Path, track: str | None, out: Path, frames: int | None):
     from neuralrender.faces.landmarks import landmarks_for_video
     from neuralrender.faces.tracking import TrackConfig, load_track, save_track, track_video
@@ -107,7 +119,7 @@ def run(a) -> int:
     tgt_track_path = a.target_track or str(out / "target" / "track.safetensors")
     if a.run:
         model, bundle, tcfg, _ = load_run(a.run, device="cpu")
-        run_eval = {}
+        run_eval = last_eval(Path(a.run))
     else:
         over = {"track": tgt_track_path, "data": str(tgt_v), "steps": a.steps, "size": a.size, "window": a.window,
                 "out": str(out / "dvp"), "quiet": True, "frames": a.frames or 0}
