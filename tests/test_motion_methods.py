@@ -131,3 +131,21 @@ def test_nearest_neighbour_loss_tolerates_one_pixel_shift():
     shifted = torch.roll(real, 1, -1)
     assert nearest_neighbour_loss(real, real) == 0
     assert nearest_neighbour_loss(shifted, real) < 0.3 * (shifted - real).abs().mean()
+
+
+def test_recipe_writes_bvh_orbit_video(tmp_path, shared_data):
+    import importlib.util
+    from pathlib import Path
+
+    from neuralrender.io.video import video_info
+
+    _trainer("pose2body", tmp_path / "run", 1, eval_batches=1).run()
+    spec = importlib.util.spec_from_file_location("mt", Path(__file__).resolve().parents[1] / "recipes" / "motion_transfer.py")
+    mt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mt)
+    bvh = str(shared_data / "keypoints" / "mocap_bvh" / "cmu_01_01.bvh")
+    assert mt.main(["--run", str(tmp_path / "run"), "--bvh", bvh, "--camera", "orbit", "--frames", "5", "--stride", "200",
+                    "--out", str(tmp_path / "orbit")]) == 0
+    info = video_info(tmp_path / "orbit.mp4")
+    assert info.num_frames == 5 and info.width == 3 * 32  # driver | pose | output
+    assert mt.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2  # no driver: one-line error
