@@ -5,12 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 
-def norm_layer(kind: str, channels: int) -> nn.Module:
-    """'batch' | 'instance' | 'group' | 'none'."""
+def norm_layer(kind: str, channels: int, dims: int = 2) -> nn.Module:
+    """'batch' | 'instance' | 'group' | 'none', for 2D images (dims=2) or 3D volumes (dims=3)."""
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return (nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
     if kind == "group":
         return nn.GroupNorm(min(32, channels // 4) or 1, channels)
     if kind == "none":

@@ -11,20 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuralrender.nn.blocks import activation
+from neuralrender.nn.blocks import activation, norm_layer
 
 
 def norm3d(kind: str, channels: int) -> nn.Module:
-    """'batch' | 'instance' | 'group' | 'none' for 3D volumes."""
-    if kind == "batch":
-        return nn.BatchNorm3d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm3d(channels, affine=True)
-    if kind == "group":
-        return nn.GroupNorm(min(32, channels // 4) or 1, channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm '{kind}'; valid: batch, instance, group, none")
+    """'batch' | 'instance' | 'group' | 'none' for 3D volumes (nn.blocks.norm_layer with dims=3)."""
+    return norm_layer(kind, channels, dims=3)
 
 
 def conv3d_block(cin: int, cout: int, kernel: int = 3, stride: int = 1, norm: str = "group",
