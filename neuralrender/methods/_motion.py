@@ -29,6 +29,8 @@ class PoseTransferConfig:
     smooth_sigma: float = field(default=0.0, metadata={"help": "temporal smoothing of the poses (frames, 0 = off)"})
     gan_mode: Literal["lsgan", "vanilla", "hinge"] = field(default="lsgan", metadata={"help": "adversarial loss"})
     lambda_gan: float = field(default=1.0, metadata={"help": "weight of the adversarial term"})
+    blend: bool = field(default=True, metadata={
+        "help": "the generator also predicts a mask that blends its RGB with the (deformed) reference image"})
 
 
 def build_pose_transfer_data(cfg, seed: int) -> DataBundle:
@@ -40,6 +42,15 @@ def build_pose_transfer_data(cfg, seed: int) -> DataBundle:
     val = PoseFrameDataset(clips, "val", "clip", (cfg.test_clip,), reference="first")
     images = torch.stack([train[i]["image"] for i in range(len(train.index))])
     return DataBundle(train, val, {"cond_channels": 3, "mean_image": images.mean(0)})
+
+
+def blend_output(y: torch.Tensor, base: torch.Tensor, blend: bool) -> torch.Tensor:
+    """Decoder output y [B,3(+1),H,W] in [0,1] -> image: with blend, mask * rgb + (1 - mask) * base (the mask is y's
+    4th channel), so unchanged regions (the static background, a still torso) can be copied from the reference."""
+    if not blend:
+        return y
+    m = y[:, 3:4]
+    return m * y[:, :3] + (1 - m) * base
 
 
 def pose_distance(joints_a: torch.Tensor, joints_b: torch.Tensor, obs_a: torch.Tensor | None = None,

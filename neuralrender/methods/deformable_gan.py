@@ -7,7 +7,8 @@ normalized coordinates, ridge-regularised toward the best similarity fit so 2-jo
 posed); each source feature map is backward-warped by every part's transform (graphics.warp.sample_grid),
 masked by the part's region in the target pose (Gaussian blobs along the part's bones), and the parts are
 combined by a max (as in the paper); the background (1 - body mask) keeps the unwarped source features.
-The decoder gets the deformed source features and the target encoder's features at every level.
+The decoder gets the deformed source features and the target encoder's features at every level. With
+--blend (default, our addition) it also outputs a mask blending its RGB with the deformed source image.
 Loss: nearest-neighbour loss (each generated pixel compared with the best match in an n x n neighbourhood
 of the real image, Siarohin et al. eq. 4, here on pixels) + adversarial loss from a PatchGAN on
 (source image, target pose, image).
@@ -31,6 +32,7 @@ from neuralrender.methods._motion import (
     Decoder,
     Encoder,
     PoseTransferConfig,
+    blend_output,
     build_pose_transfer_data,
     transfer_metrics,
 )
@@ -144,7 +146,7 @@ class DeformableGAN(Method):
         super().__init__(cfg, info)
         self.source_enc = Encoder(3 + 33, cfg.width, cfg.depth)
         self.target_enc = Encoder(33, cfg.width, cfg.depth)
-        self.decoder = Decoder(self.source_enc.chans, 2)
+        self.decoder = Decoder(self.source_enc.chans, 2, 4 if cfg.blend else 3)
         self.discriminator = PatchDiscriminator(3 + 3 + 3, cfg.d_width, cfg.d_layers)
 
     def parameters_for(self, phase):
@@ -161,6 +163,7 @@ class DeformableGAN(Method):
         H, W = src.shape[-2:]
         fs = self.source_enc(torch.cat([src, self._heatmaps(src_joints, src_obs, H, W)], 1))
         ft = self.target_enc(self._heatmaps(tgt_joints, tgt_obs, H, W))
+        base = src
         if self.cfg.deformable:
             valid = (src_obs > 0) & (tgt_obs > 0) & torch.isfinite(src_joints).all(-1) & torch.isfinite(tgt_joints).all(-1)
             sj = pixel_to_normalized(torch.nan_to_num(src_joints), H, W)
@@ -168,7 +171,8 @@ class DeformableGAN(Method):
             A = part_affines(sj, tj, valid)
             masks = part_masks(torch.nan_to_num(tgt_joints), valid, H, W, self.cfg.sigma * H / 64 * 1.5)
             fs = [deform_features(f, A, masks) for f in fs]
-        return self.decoder([fs, ft])
+            base = deform_features(src, A, masks)  # the same deformation on the pixels
+        return blend_output(self.decoder([fs, ft]), base, self.cfg.blend)
 
     def generate(self, batch: dict) -> torch.Tensor:
         return self(batch["ref_image"], batch["ref_joints"], batch["ref_observed"], batch["joints"], batch["observed"])

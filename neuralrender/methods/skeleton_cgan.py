@@ -6,7 +6,8 @@ bottlenecks with skip connections from BOTH encoders. The appearance encoder dou
 for the triplet loss (the Siamese part): the embeddings of two generated neighbouring frames (t-1, t) of one
 clip must be closer than frame t is to another reference frame (another item of the batch: a random frame of
 a random training clip) by the margin `margin`, which keeps the generated sequence temporally continuous.
-Discriminator: a PatchGAN on the triplet
+With --blend (default, our addition) the decoder also outputs a mask that blends its RGB with the reference
+image, so the static background and unmoved body parts are copied. Discriminator: a PatchGAN on the triplet
 (reference image, target skeleton, frame). Loss: lambda_l1 L1 + adversarial + lambda_triplet triplet.
 
 Not person specific: trained on (reference, target) pairs within the training clips, it animates an unseen
@@ -26,6 +27,7 @@ from neuralrender.methods._motion import (
     Decoder,
     Encoder,
     PoseTransferConfig,
+    blend_output,
     build_pose_transfer_data,
     transfer_metrics,
 )
@@ -38,14 +40,16 @@ class SiameseUNet(nn.Module):
     """(reference image [B,3,H,W], reference skeleton [B,C,H,W], target skeleton [B,C,H,W]) -> frame [B,3,H,W].
     H, W must be multiples of 2**depth."""
 
-    def __init__(self, cond_channels: int = 3, width: int = 32, depth: int = 4):
+    def __init__(self, cond_channels: int = 3, width: int = 32, depth: int = 4, blend: bool = True):
         super().__init__()
+        self.blend = blend
         self.appearance = Encoder(3 + cond_channels, width, depth)
         self.pose = Encoder(cond_channels, width, depth)
-        self.decoder = Decoder(self.appearance.chans, 2)
+        self.decoder = Decoder(self.appearance.chans, 2, 4 if blend else 3)
 
     def forward(self, ref: torch.Tensor, ref_cond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.decoder([self.appearance(torch.cat([ref, ref_cond], 1)), self.pose(cond)])
+        y = self.decoder([self.appearance(torch.cat([ref, ref_cond], 1)), self.pose(cond)])
+        return blend_output(y, ref, self.blend)
 
     def embed(self, image: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.appearance.embed(torch.cat([image, cond], 1))
@@ -77,7 +81,7 @@ class SkeletonCGAN(Method):
     def __init__(self, cfg: SkeletonCGANConfig, info):
         super().__init__(cfg, info)
         c = info["cond_channels"]
-        self.generator = SiameseUNet(c, cfg.width, cfg.depth)
+        self.generator = SiameseUNet(c, cfg.width, cfg.depth, cfg.blend)
         self.discriminator = PatchDiscriminator(3 + c + 3, cfg.d_width, cfg.d_layers)
         self._fake = None
 
