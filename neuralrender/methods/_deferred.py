@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,15 +39,15 @@ class DeferredConfig:
     scale_max: float = field(default=1.25, metadata={"help": "largest random scale of a training view"})
     unet_width: int = field(default=16, metadata={"help": "channels of the U-Net's first level"})
     unet_depth: int = field(default=4, metadata={"help": "stride-2 levels of the U-Net"})
-    unet_norm: str = field(default="group", metadata={"help": "U-Net normalization: instance|batch|group|none"})
-    unet_up: str = field(default="transpose", metadata={"help": "U-Net upsampling: transpose|bilinear"})
+    unet_norm: Literal["group", "instance", "batch", "none"] = field(default="group", metadata={"help": "U-Net normalization: instance|batch|group|none"})
+    unet_up: Literal["transpose", "bilinear"] = field(default="transpose", metadata={"help": "U-Net upsampling: transpose|bilinear"})
     vgg_weights: str | None = field(default=None, metadata={
         "help": "VGG16 weights file (torchvision layout, .pth/.safetensors) for the perceptual loss; off when unset"})
     perceptual_weight: float = field(default=0.1, metadata={"help": "weight of the perceptual loss when it is on"})
-    backend: str = field(default="auto", metadata={"help": "rasterizer backend: auto|cpu|torch|nvdiffrast|pytorch3d"})
+    backend: Literal["auto", "cpu", "torch", "nvdiffrast", "pytorch3d"] = field(default="auto", metadata={"help": "rasterizer backend: auto|cpu|torch|nvdiffrast|pytorch3d"})
     mesh: str | None = field(default=None, metadata={
         "help": "proxy mesh file to use instead of the dataset's mesh_path ('shared:' allowed)"})
-    proxy: str = field(default="none", metadata={
+    proxy: Literal["none", "sphere"] = field(default="none", metadata={
         "help": "when there is no mesh: 'sphere' = a UV sphere where the cameras look (see proxy_scale); 'none' = error"})
     proxy_scale: float = field(default=1.0, metadata={
         "help": "sphere proxy radius, relative to what the tightest view sees at the look-at point"})

@@ -9,6 +9,7 @@ plain colour texture and gives the U-Net a good starting point. See docs/methods
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -27,7 +28,7 @@ class NeuralTexturesConfig(DeferredConfig):
     texture_levels: int = field(default=4, metadata={"help": "levels of the Laplacian texture pyramid"})
     texture_lr_scale: float = field(default=10.0, metadata={
         "help": "the texture learns this many times faster than the U-Net (value scaling under Adam)"})
-    filter: str = field(default="bilinear", metadata={"help": "texture sampling: bilinear | mipmap"})
+    filter: Literal["bilinear", "mipmap"] = field(default="bilinear", metadata={"help": "texture sampling: bilinear | mipmap"})
     view_conditioning: bool = field(default=True, metadata={
         "help": "multiply channels 3..11 by the SH basis of the view direction"})
     direct_weight: float = field(default=1.0, metadata={
