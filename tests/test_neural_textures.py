@@ -126,6 +126,11 @@ def test_smoke_and_checkpoint_round_trip(sphere, tmp_path, method, backend):
     assert torch.allclose(again["rgb"], out["rgb"], atol=1e-6)
     video = model.render_run(bundle, tmp_path / "orbit.mp4", path="orbit", frames=4)
     assert video[0].is_file() and video[0].stat().st_size > 0
+    # a camera file: every camera of a transforms.json (here the dataset's own 30) becomes a frame
+    from neuralrender.io.video import read_video
+
+    video = model.render_run(bundle, tmp_path / "cams", path=str(sphere / "transforms.json"))
+    assert video[0].name == "transforms.mp4" and read_video(video[0]).shape[0] == 30
 
 
 def test_resume_matches_uninterrupted(sphere, tmp_path):
