@@ -210,7 +210,7 @@ class DeferredMethod(Method):
         with torch.no_grad():  # start from the training images' mean colour instead of 0.5 gray
             self.unet.head.bias.copy_(torch.logit(info["mean_color"].float().clamp(0.02, 0.98)))
         self.perceptual_note = perceptual_status(cfg.vgg_weights)
-        p = PerceptualLoss.from_path(cfg.vgg_weights) if cfg.vgg_weights else None
+        p = PerceptualLoss.from_path(cfg.vgg_weights)  # None unless --vgg-weights or $NR_VGG_WEIGHTS is set
         self._perceptual = [p]  # a list: the frozen VGG is not a submodule, so it stays out of checkpoints
 
     # ---- geometry ---------------------------------------------------------------------------------
