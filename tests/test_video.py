@@ -156,3 +156,18 @@ def test_talking_face_landmarks(shared_data):
     # landmarks lie inside the frame
     xy = item["dlib68_xy_pixels"]
     assert (xy >= 0).all() and (xy < 256).all()
+
+
+def test_gif_with_rgba_frames_of_mixed_modes(tmp_path):
+    """Pillow writes RGBA frames as palette frames whose decoded modes differ; all must load."""
+    import numpy as np
+    from PIL import Image
+
+    from neuralrender.io.video import read_video
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((16, 16, 4)) * 255).astype(np.uint8), "RGBA") for _ in range(3)]
+    path = tmp_path / "rgba.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0, disposal=2)
+    video = read_video(path)
+    assert tuple(video.shape) == (3, 3, 16, 16)

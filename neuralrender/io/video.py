@@ -157,7 +157,8 @@ def read_video_uint8(path: str | os.PathLike, start: int = 0, count: int | None 
             import imageio.v3 as iio
 
             try:
-                arr = np.asarray(iio.imread(p, index=None))
+                # RGBA for every frame: palette GIFs may mix modes between frames.
+                arr = np.asarray(iio.imread(p, index=None, mode="RGBA"))
             except Exception as e:
                 raise DataError(p, f"cannot decode GIF: {e}", field="file") from e
             if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
