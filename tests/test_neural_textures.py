@@ -248,3 +248,21 @@ def test_edit_scene_recipe(trained, tmp_path):
     assert recipe.main(["--run", str(run), "--out", str(tmp_path), "--frames", "2", "--duplicate", "0:0.5,0,0",
                         "--copy-texture", "0.1,0.1,0.3,0.3:0.6,0.6,0.8,0.8"]) == 0
     assert (tmp_path / "before_after.png").is_file() and (tmp_path / "before_after.mp4").stat().st_size > 0
+
+
+def test_perceptual_loss_is_used_when_weights_are_given(sphere, tmp_path):
+    """With a VGG16 file (here random weights in torchvision's layout, only to exercise the plumbing) the
+    loss logs a perceptual term; checkpoints still hold no VGG tensors."""
+    from safetensors.torch import save_file
+
+    from neuralrender.losses.reconstruction import _vgg16_features
+
+    path = tmp_path / "vgg16.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in _vgg16_features(22).state_dict().items()}, str(path))
+    tr = trainer("pix2pix-gbuffer", sphere, tmp_path / "run", 2, vgg_weights=str(path), log_every=1)
+    assert tr.model.perceptual_note.startswith("perceptual loss: on")
+    s = tr.run()
+    assert s["train"]["perceptual"] > 0
+    tensors, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    model_keys = [k for k in tensors if k.startswith("model.")]
+    assert model_keys and all(k.startswith("model.unet.") for k in model_keys)  # no VGG tensors
