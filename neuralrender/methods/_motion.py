@@ -120,7 +120,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Two encoders' features (lists of equal shapes per level, or with `extra` channels per level) -> image."""
+    """Features of `streams` encoders (lists of equal shapes per level) -> [B,cout,H,W] in [0,1] (sigmoid).
+    With cout = 4 the 4th channel is a blend mask whose bias starts at -3 (see `blend_output`)."""
 
     def __init__(self, chans: list[int], streams: int = 2, cout: int = 3):
         super().__init__()
@@ -133,6 +134,9 @@ class Decoder(nn.Module):
                 "fuse": conv_block(chans[i] * (1 + streams), chans[i], norm="instance", act="relu")}))
             c = chans[i]
         self.head = nn.Conv2d(c, cout, 3, padding=1)
+        if cout == 4:  # a blend mask (see blend_output): start close to copying the reference (mask ~0.05)
+            with torch.no_grad():
+                self.head.bias[3] = -3.0
 
     def forward(self, streams: list[list[torch.Tensor]]) -> torch.Tensor:
         depth = len(streams[0]) - 1
