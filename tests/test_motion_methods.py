@@ -69,17 +69,26 @@ def test_resume_is_bit_identical(name, tmp_path, shared_data):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("name, key, margin", [("pose2body", "psnr", 3.0), ("skeleton-cgan", "psnr", 3.0),
-                                               ("deformable-gan", "psnr", 3.0)])
-def test_learns_beyond_untrained_generator(name, key, margin, tmp_path, shared_data):
+@pytest.mark.parametrize("name, extra", [("pose2body", {}), ("skeleton-cgan", {"blend": False}),
+                                         ("deformable-gan", {"blend": False})])
+def test_learns_beyond_untrained_generator(name, extra, tmp_path, shared_data):
     """Held-out data (pose2body: the subject's last 20% frames, autoregressive; the others: the unseen clip from
-    its first frame): 40 steps at lr 1e-3 raise PSNR by `margin` dB over the untrained generator (same seed).
-    Measured (/tmp script = this test's config, 2-core machine shared, load ~19): pose2body 13.9 -> 22.4 dB,
-    skeleton-cgan 20.0 -> 25.2 dB, deformable-gan 21.7 -> 26.6 dB (both with --blend)."""
-    tr = _trainer(name, tmp_path / "learn", 40, lr=1e-3, batch_size=4, eval_batches=0)
-    before = tr.evaluate()[key]
+    its first frame, without the reference blend so the generator must synthesise every pixel): 40 steps at lr
+    1e-3 raise PSNR by 3 dB over the untrained generator (same seed). Measured (2-core machine shared, load
+    ~19): pose2body 13.9 -> 22.4 dB, skeleton-cgan 15.8 -> 21.2 dB, deformable-gan 15.5 -> 21.0 dB."""
+    tr = _trainer(name, tmp_path / "learn", 40, lr=1e-3, batch_size=4, eval_batches=0, **extra)
+    before = tr.evaluate()["psnr"]
     ev = tr.run()["eval"]
-    assert ev[key] >= before + margin, (before, ev)
+    assert ev["psnr"] >= before + 3.0, (before, ev)
+
+
+def test_deformable_gan_beats_copying_the_reference(tmp_path, shared_data):
+    """The unseen clip animated from its first frame (default --blend: the part-wise deformed reference blended
+    with the generator's RGB): after 40 steps L1 is >= 8% below copying the reference frame.
+    Measured: L1 0.0141 vs 0.0166 (-15%), PSNR 29.5 vs 27.8 dB, SSIM 0.939 vs 0.904 (untrained: 28.95 dB)."""
+    tr = _trainer("deformable-gan", tmp_path / "learn", 40, lr=1e-3, batch_size=4, eval_batches=0)
+    ev = tr.run()["eval"]
+    assert ev["l1"] <= 0.92 * ev["l1_copy_ref"] and ev["ssim"] > ev["ssim_copy_ref"], ev
 
 
 def test_part_affines_recover_a_known_transform():
