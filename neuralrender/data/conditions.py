@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from neuralrender.errors import DataError, NeuralRenderError
+from neuralrender.graphics.skeleton import POSE33_EDGES
 
 __all__ = ["CondSequence", "CondVideoDataset", "TASKS", "build_task", "label_condition", "scene_camera_path",
            "scene_label_sequences", "render_scene_labels", "face_edge_sequences", "body_pose_sequences",
@@ -127,7 +128,7 @@ def label_condition(labels: torch.Tensor, num_classes: int, source: str = "<labe
     return torch.cat([label_map_to_onehot(labels, num_classes, ignore_index=None), edge_map_from_labels(labels)], 1)
 
 
-def _real_flow(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def real_flow(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """DIS flow frame t -> t-1 and its forward-backward mask for frames [N,3,H,W]."""
     from neuralrender.graphics.flow import forward_backward_mask, optical_flow
 
@@ -257,7 +258,7 @@ def face_edge_sequences(size: int = 64, video=None, landmarks=None, max_frames: 
     lines = draw_skeleton(p, _polyline_edges(DLIB68_POLYLINES), size, size, thickness=max(1.0, size / 96))[:, :1]
     edges = _background_edges(frames, p, canny)
     cond = torch.cat([lines, edges], 1)
-    flow, mask = _real_flow(frames)
+    flow, mask = real_flow(frames)
     seq = CondSequence(str(vpath), cond, frames, flow, mask, torch.zeros(n, 1, size, size, dtype=torch.long))
     return [seq], {}
 
@@ -284,13 +285,7 @@ def _background_edges(frames: torch.Tensor, pts: torch.Tensor, thresholds) -> to
 
 # ------------------------------------------------------------------------------------------ task 3: body
 
-# mediapipe POSE_CONNECTIONS (33 landmarks).
-POSE33_EDGES = (
-    (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10), (11, 12), (11, 13), (13, 15),
-    (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18), (16, 20), (16, 22), (18, 20), (11, 23),
-    (12, 24), (23, 24), (23, 25), (24, 26), (25, 27), (26, 28), (27, 29), (28, 30), (29, 31), (30, 32), (27, 31),
-    (28, 32),
-)
+# mediapipe POSE_CONNECTIONS (33 landmarks): the library's one pose format lives in graphics/skeleton.py.
 BODY_CLIPS = ("wave1_00000002", "jack_00000004", "bend_00000006")
 
 
@@ -313,7 +308,7 @@ def body_pose_sequences(size: int = 64, clips=BODY_CLIPS, folder=None) -> tuple[
         frames = _resize(frames, size)
         xy = torch.from_numpy(pose[..., :2].copy()).float() * size  # normalized [0,1] image coords -> pixels
         cond = draw_skeleton(xy, POSE33_EDGES, size, size, thickness=max(1.5, size / 32), colors=colors)
-        flow, mask = _real_flow(frames)
+        flow, mask = real_flow(frames)
         seqs.append(CondSequence(str(vpath), cond, frames, flow, mask, torch.zeros(n, 1, size, size, dtype=torch.long)))
     return seqs, {}
 

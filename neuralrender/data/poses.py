@@ -191,9 +191,9 @@ def clip_flows(clip: PoseClip) -> tuple[torch.Tensor, torch.Tensor]:
     """Ground-truth optical flow of a clip (DIS, frame t -> t-1, graphics.warp convention) and its
     forward-backward validity mask: ([T,2,S,S], [T,1,S,S]); flow[0] = 0 with mask 0. Cached on the clip."""
     if getattr(clip, "_flows", None) is None:
-        from neuralrender.data.conditions import _real_flow  # the one DIS + occlusion-check implementation
+        from neuralrender.data.conditions import real_flow  # the one DIS + occlusion-check implementation
 
-        object.__setattr__(clip, "_flows", _real_flow(clip.frames))
+        object.__setattr__(clip, "_flows", real_flow(clip.frames))
     return clip._flows
 
 
