@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                    "one thread per process is several times more efficient than torch's default; 0 = torch's default)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no per-run progress or summary tables")
     return p
 
 
@@ -58,7 +59,7 @@ def _train(method: str, data: Path, out: Path, cfg: dict, args) -> tuple:
     run = out / method
     overrides = {"data": str(data), "out": str(run), "steps": cfg["steps"], "crop": cfg["crop"],
                  "batch_size": cfg["batch_size"], "eval_every": 0, "ckpt_every": max(100, cfg["steps"] // 5),
-                 "threads": args.threads, "device": args.device, "seed": args.seed, "quiet": True,
+                 "threads": args.threads, "device": args.device, "seed": args.seed, "quiet": args.quiet,
                  "resume": (run / "checkpoints" / "last.safetensors").is_file()}
     if method == "neural-textures":
         overrides.update(texture_size=256 if cfg["size"] <= 128 else 512)
