@@ -59,7 +59,7 @@ def test_bad_yaml_key(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("run") / "ae"
     rc = main(["train", "autoencoder", "--steps", "4", "--batch-size", "4", "--width", "8", "--latent", "4",
                "--eval-batches", "1", "--out", str(out), "--quiet"])

@@ -47,7 +47,9 @@ def test_mp4_roundtrip(tmp_path):
     assert torch.allclose(sub, back[[1, 3]])
     # [T,H,W,3] uint8 input is accepted too
     write_video((f.permute(0, 2, 3, 1) * 255).round().to(torch.uint8), tmp_path / "b.mp4", fps=12)
-    assert torch.allclose(read_video(tmp_path / "b.mp4"), back, atol=2 / 255)
+    # Two separate lossy encodes of (almost) the same frames: close, not bit-equal.
+    diff = (read_video(tmp_path / "b.mp4") - back).abs()
+    assert diff.mean() < 1 / 255 and diff.max() <= 16 / 255
 
 
 def test_gif_folder_and_strip(tmp_path):
