@@ -113,9 +113,8 @@ def downscale_for(width: int, height: int, image_size: int) -> int:
 
 def resolve_posed(data: str | None) -> str:
     """A dataset argument -> a transforms.json folder: an existing path ('shared:...' allowed) as is;
-    otherwise a built-in scene name (scenes/*.yaml), rendered on first use into runs/scenes/<name> (the
-    same place methods/_deferred.resolve_dataset builds into, so methods share built scenes);
-    None = the default scene."""
+    otherwise a built-in scene name (scenes/*.yaml), rendered on first use into runs/scenes/<name> (every
+    method resolves datasets through here, so methods share built scenes); None = the default scene."""
     from pathlib import Path
 
     from neuralrender.paths import resolve_data_path
