@@ -17,7 +17,10 @@ import torch.nn.functional as F
 
 from neuralrender.data.frame_pairs import build_frame_pair_data
 from neuralrender.graphics.draw import draw_landmarks, label_palette
+from neuralrender.graphics.tps import random_tps
 from neuralrender.graphics.warp import normalized_to_pixel
+from neuralrender.losses.equivariance import equivariance_losses
+from neuralrender.losses.pyramid import pyramid_l1
 from neuralrender.methods.base import DataBundle, Method
 from neuralrender.metrics import psnr
 from neuralrender.nn.keypoints import transfer_keypoints
@@ -83,6 +86,24 @@ class AnimationMethod(Method):
 
     def render_extras(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         return {}
+
+    def equivariant_reconstruction_loss(self, batch: dict, detector, detected: str, jacobian: bool = False,
+                                        w_jacobian: float = 0.0, jacobian_log: str = "equi_jacobian"):
+        """The self-supervised objective of Monkey-Net / FOMM / co-part: multi-scale L1 reconstruction of the
+        driving frame from the source, plus equivariance of `detector` (whose output on the driving frame is
+        `out[detected]`) under a random thin-plate-spline warp; Jacobian term when `jacobian`."""
+        cfg = self.cfg
+        src, drv = batch["source"], batch["driving"]
+        out = self.reconstruct(src, drv)
+        rec = pyramid_l1(out["prediction"], drv)
+        tps = random_tps(drv.shape[0], cfg.sigma_affine, cfg.sigma_tps, cfg.points_tps, device=drv.device)
+        eq = equivariance_losses(detector, drv, out[detected], tps, jacobian=jacobian)
+        loss = cfg.w_rec * rec + cfg.w_equi_value * eq["equivariance_value"]
+        logs = {"rec": rec.item(), "equi_value": eq["equivariance_value"].item()}
+        if "equivariance_jacobian" in eq:
+            loss = loss + w_jacobian * eq["equivariance_jacobian"]
+            logs[jacobian_log] = eq["equivariance_jacobian"].item()
+        return loss, logs
 
     @torch.no_grad()
     def render(self, batch):

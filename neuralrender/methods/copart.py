@@ -19,10 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralrender.graphics.draw import colorize_labels
-from neuralrender.graphics.tps import random_tps
 from neuralrender.graphics.warp import make_coordinate_grid
-from neuralrender.losses.equivariance import equivariance_losses
-from neuralrender.losses.pyramid import pyramid_l1
 from neuralrender.methods._animation import AnimationDataConfig, AnimationMethod
 from neuralrender.nn.blocks import norm_layer
 from neuralrender.nn.dense_motion import combine_motions, deform, resize_grid, sparse_motions
@@ -156,18 +153,9 @@ class Copart(AnimationMethod):
         return mask * moved + (1 - mask) * source
 
     def loss(self, phase, batch, step):
-        cfg = self.cfg
-        src, drv = batch["source"], batch["driving"]
-        out = self.reconstruct(src, drv)
-        rec = pyramid_l1(out["prediction"], drv)
-        tps = random_tps(drv.shape[0], cfg.sigma_affine, cfg.sigma_tps, cfg.points_tps, device=drv.device)
-        eq = equivariance_losses(self.segmenter, drv, out["seg_driving"], tps, jacobian=cfg.estimate_affine)
-        loss = cfg.w_rec * rec + cfg.w_equi_value * eq["equivariance_value"]
-        logs = {"rec": rec.item(), "equi_value": eq["equivariance_value"].item()}
-        if "equivariance_jacobian" in eq:
-            loss = loss + cfg.w_equi_affine * eq["equivariance_jacobian"]
-            logs["equi_affine"] = eq["equivariance_jacobian"].item()
-        return loss, logs
+        return self.equivariant_reconstruction_loss(batch, self.segmenter, "seg_driving",
+                                                    jacobian=self.cfg.estimate_affine,
+                                                    w_jacobian=self.cfg.w_equi_affine, jacobian_log="equi_affine")
 
     @staticmethod
     def colorize(seg: torch.Tensor, size=None) -> torch.Tensor:

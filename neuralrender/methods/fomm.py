@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from neuralrender.graphics.tps import random_tps
-from neuralrender.losses.equivariance import equivariance_losses
-from neuralrender.losses.pyramid import pyramid_l1
 from neuralrender.methods._animation import AnimationDataConfig, KeypointAnimationMethod
 from neuralrender.nn.blocks import norm_layer
 from neuralrender.nn.dense_motion import DenseMotionNetwork, deform
@@ -101,18 +98,9 @@ class Fomm(KeypointAnimationMethod):
         return self.generator(source, kp_driving, kp_source)
 
     def loss(self, phase, batch, step):
-        cfg = self.cfg
-        src, drv = batch["source"], batch["driving"]
-        out = self.reconstruct(src, drv)
-        rec = pyramid_l1(out["prediction"], drv)
-        tps = random_tps(drv.shape[0], cfg.sigma_affine, cfg.sigma_tps, cfg.points_tps, device=drv.device)
-        eq = equivariance_losses(self.kp_detector, drv, out["kp_driving"], tps, jacobian=cfg.use_jacobian)
-        loss = cfg.w_rec * rec + cfg.w_equi_value * eq["equivariance_value"]
-        logs = {"rec": rec.item(), "equi_value": eq["equivariance_value"].item()}
-        if "equivariance_jacobian" in eq:
-            loss = loss + cfg.w_equi_jacobian * eq["equivariance_jacobian"]
-            logs["equi_jacobian"] = eq["equivariance_jacobian"].item()
-        return loss, logs
+        return self.equivariant_reconstruction_loss(batch, self.kp_detector, "kp_driving",
+                                                    jacobian=self.cfg.use_jacobian,
+                                                    w_jacobian=self.cfg.w_equi_jacobian)
 
     def render_extras(self, out, batch):
         ex = super().render_extras(out, batch)
