@@ -97,13 +97,38 @@ def detect_pose_mediapipe(frames: torch.Tensor, upsample: int = 256) -> tuple[to
     return kp, valid
 
 
+class _DlibModels:
+    """Paths of the model files shipped by `face-recognition-models`, found without importing its __init__
+    (which needs `pkg_resources`, gone from recent setuptools)."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def _file(self, name: str) -> str:
+        path = self.root / name
+        if not path.is_file():
+            raise MissingDependencyError("face_recognition_models", "faces", f"dlib model file {path}")
+        return str(path)
+
+    def pose_predictor_model_location(self) -> str:
+        return self._file("shape_predictor_68_face_landmarks.dat")
+
+    def face_recognition_model_location(self) -> str:
+        return self._file("dlib_face_recognition_resnet_model_v1.dat")
+
+
 def _dlib():
+    import importlib.util
+    from pathlib import Path
+
     try:
         import dlib
-        import face_recognition_models as frm
     except ImportError as e:
         raise MissingDependencyError("dlib", "faces", "AKD/MKR/AED on faces") from e
-    return dlib, frm
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("face_recognition_models", "faces", "dlib's 68-landmark predictor")
+    return dlib, _DlibModels(Path(list(spec.submodule_search_locations)[0]) / "models")
 
 
 def detect_face_landmarks_dlib(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
