@@ -1,17 +1,33 @@
-"""Speed and memory of pix2pix, pix2pixhd and vid2vid, side by side in one run, on synthetic conditions.
+"""pix2pix, pix2pixhd and vid2vid side by side: quality at one budget (`compare`) and speed / memory (`speed`).
 
-For each method at 128^2 and 256^2 (default model configs, batch 1, 6 condition channels = the labels -> scene
+compare: trains the three methods on one task with the same steps and batch (vid2vid's batch items are clips of
+`--clip-len` frames), one torch thread, and prints / saves the held-out table: per-frame PSNR and SSIM, the
+temporal warping error (x1000; previous output warped by the ground-truth flow vs the current output,
+occlusion-masked) of the output and of the real frames, the train mean image's PSNR, and each run's CPU seconds
+(time.process_time of this 1-thread process). Held out: the last 20% of each sequence (for the scene, the last
+20% of the camera path: views not trained on). For the labels -> scene task it also renders the scene edited in
+3D (an object moved, an object duplicated) on the held-out camera path and reports the edited object's mask
+IoU: a small segmentation U-Net trained on the real training frames labels the generated frames, and its mask
+of the object is compared with the rasterized edited labels (its IoU on the real edited renders is the
+ceiling). Runs resume after a kill (each method's run directory keeps checkpoints).
+
+    python benchmarks/cond2d.py compare --task scene --steps 1000 --batch 4 --out runs/cond2d/scene
+    python benchmarks/cond2d.py compare --task face --steps 1000 --batch 4 --out runs/cond2d/face
+
+speed: for each method at 128^2 and 256^2 (default model configs, batch 1, 6 condition channels = the labels -> scene
 task) it prints training iterations per second (one d + g step through the method's own `loss`), inference
 frames per second (`generate_clip` on an 8-frame clip, vid2vid sequentially) and the peak memory: CUDA
 max_memory_allocated on a GPU, else the increase of the process's peak resident set size during the row.
 
-    python benchmarks/cond2d.py                 # CPU, 128 and 256
-    python benchmarks/cond2d.py --sizes 128 --iters 2 --device cpu
+    python benchmarks/cond2d.py speed                 # CPU, 128 and 256
+    python benchmarks/cond2d.py speed --sizes 128 --iters 2 --device cpu
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import resource
 import sys
 import time
@@ -91,13 +107,151 @@ def run(name: str, size: int, iters: int, device) -> dict:
     return {"method": name, "size": size, "train_clip": T, "it_s": it_s, "fps": fps, "peak_mb": peak, "g_params_m": params}
 
 
+# ---------------------------------------------------------------------------------------------- compare
+
+EDITS = (("move", "globe", (-0.3, 0.0, -1.1)), ("duplicate", "can", (-1.1, 0.0, 0.6)))
+COLUMNS = ("psnr", "ssim", "warp_err", "warp_err_gt", "psnr_mean_image")
+
+
+def _value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def method_overrides(name: str, a) -> dict:
+    """The budget shared by all methods + each method's schedule scaled to the step count."""
+    common = {"task": a.task, "size": a.size, "frames": a.frames, "eval_clip": a.eval_clip, "steps": a.steps,
+              "batch_size": a.batch, "lr": a.lr, "threads": 1, "seed": a.seed, "quiet": True, "eval_every": 0,
+              "eval_batches": 0, "ckpt_every": max(1, a.steps // 4), "resume": True, "device": "cpu"}
+    own = {"pix2pixhd": {"global_steps": a.steps // 4},
+           "vid2vid": {"spatial_steps": a.steps // 4, "temporal_every": a.steps // 4, "clip_len": a.clip_len,
+                       "clip_start": max(2, a.clip_len // 2)}}.get(name, {})
+    for item in a.set:  # NAME.KEY=VALUE
+        head, value = item.split("=", 1)
+        m, key = head.split(".", 1)
+        if m == name:
+            own[key] = _value(value)
+    return {**common, **own}
+
+
+def edit_check(models: dict, bundle, a, out: Path) -> dict:
+    """Mask IoU of the edited object in each model's output on the held-out camera path (scene task)."""
+    import dataclasses
+
+    from neuralrender.data.conditions import edit_scene_spec, label_condition, render_scene_labels
+    from neuralrender.data.scenes import load_scene
+    from neuralrender.io.images import save_grid
+    from neuralrender.methods._cond2d import cond_to_rgb, fit_segmenter, mask_iou
+
+    seqs, info = bundle
+    seq, k = seqs[0], info["num_classes"]
+    n = len(seq)
+    n_test = math.ceil(0.2 * n)
+    t0 = time.process_time()
+    segment = fit_segmenter(seq.target[: n - n_test], seq.instances[: n - n_test], k, steps=a.seg_steps,
+                            seed=a.seed)
+    res: dict = {"segmenter_cpu_s": time.process_time() - t0}
+    held = segment(seq.target[n - n_test:])
+    res["segmenter_miou_real_heldout"] = sum(mask_iou(held, seq.instances[n - n_test:], c) for c in range(k)) / k
+    cams = info["cameras"][n - n_test:]
+    spec = dataclasses.replace(load_scene("default"), shadows=info["spec"].shadows)
+    for edit, obj, by in EDITS:
+        new_spec, label = edit_scene_spec(spec, edit, obj, by)
+        r = render_scene_labels(new_spec, cams)
+        cond = label_condition(r.labels, k, source=f"{new_spec.source} ({edit} {obj})")[None]
+        row = {"object": obj, "label": label, "by": list(by),
+               "real": mask_iou(segment(r.images), r.labels, label)}
+        panels = [cond_to_rgb(cond[0], "scene")]
+        for name, model in models.items():
+            video = model.generate_clip(cond, r.labels[None])[0]
+            row[name] = mask_iou(segment(video), r.labels, label)
+            panels.append(video)
+        panels.append(r.images)
+        strip = torch.cat(panels, -1)  # condition | each method | real edited render
+        save_grid(strip[:: max(1, n_test // 4)], out / f"edit_{edit}.png", nrow=1)
+        res[edit] = row
+    return res
+
+
+def compare(a) -> None:
+    from neuralrender.methods._cond2d import _sequences
+    from neuralrender.train.trainer import Trainer, build_configs
+
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, models = {}, {}
+    for name in a.methods:
+        _, tcfg, mcfg = build_configs(name, {}, {**method_overrides(name, a), "out": str(out / name)})
+        t0 = time.process_time()
+        tr = Trainer(name, tcfg, mcfg)
+        start = tr.try_resume() or 0
+        summary = tr.run()
+        cpu = time.process_time() - t0
+        done = max(1, summary["steps"] - start)
+        results[name] = {**{k: summary["eval"].get(k) for k in COLUMNS},
+                         "steps": summary["steps"], "batch": a.batch, "cpu_s_this_process": cpu,
+                         "cpu_s_per_step": cpu / done if summary["steps"] > start else None,
+                         "config": {k: v for k, v in method_overrides(name, a).items()
+                                    if k not in ("quiet", "resume", "device")}}
+        print(f"{name}: {json.dumps({k: results[name][k] for k in COLUMNS})} cpu {cpu:.0f} s", flush=True)
+        tr.model.eval()
+        models[name] = tr.model
+    table = {"task": a.task, "size": a.size, "steps": a.steps, "batch": a.batch, "lr": a.lr, "methods": results}
+    if a.task == "scene" and not a.no_edit:
+        with torch.no_grad():
+            table["edit"] = edit_check(models, _sequences(a.task, a.size, a.frames), a, out)
+    (out / "results.json").write_text(json.dumps(table, indent=1))
+    lines = [f"task {a.task}, {a.size}x{a.size}, {a.steps} steps x batch {a.batch}, lr {a.lr}, seed {a.seed}, "
+             "1 torch thread", "",
+             "| method | PSNR | SSIM | warp_err (x1000) | warp_err real | mean-image PSNR | CPU s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        cps = r["cpu_s_per_step"]
+        cpu = f"{cps * a.steps:.0f}" if cps else "(resumed)"
+        lines.append(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['warp_err']:.2f} | {r['warp_err_gt']:.2f} "
+                     f"| {r['psnr_mean_image']:.2f} | {cpu} |")
+    if "edit" in table:
+        e = table["edit"]
+        lines += ["", f"edited scene, mask IoU of the edited object (segmenter: {a.seg_steps} steps, mIoU on real "
+                      f"held-out frames {e['segmenter_miou_real_heldout']:.3f})", "",
+                  "| edit | " + " | ".join(models) + " | real edited render |", "|---" * (len(models) + 2) + "|"]
+        for edit, _, _ in EDITS:
+            row = e[edit]
+            lines.append(f"| {edit} {row['object']} by {row['by']} | "
+                         + " | ".join(f"{row[m]:.3f}" for m in models) + f" | {row['real']:.3f} |")
+    text = "\n".join(lines)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("mode", nargs="?", choices=["speed", "compare"], default="speed")
     ap.add_argument("--methods", nargs="+", default=["pix2pix", "pix2pixhd", "vid2vid"])
+    sp = ap.add_argument_group("speed")
+    sp.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    sp.add_argument("--iters", type=int, default=3)
+    sp.add_argument("--device", default="cpu")
+    cp = ap.add_argument_group("compare")
+    cp.add_argument("--task", choices=["scene", "face", "body"], default="scene")
+    cp.add_argument("--steps", type=int, default=1000)
+    cp.add_argument("--batch", type=int, default=4, help="images (pix2pix, pix2pixhd) or clips (vid2vid) per step")
+    cp.add_argument("--size", type=int, default=64)
+    cp.add_argument("--frames", type=int, default=0, help="frames per sequence (0 = the task's default)")
+    cp.add_argument("--eval-clip", type=int, default=10, help="frames per held-out clip")
+    cp.add_argument("--clip-len", type=int, default=4, help="vid2vid training clip length")
+    cp.add_argument("--lr", type=float, default=2e-4)
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--seg-steps", type=int, default=400, help="segmenter training steps (edit check)")
+    cp.add_argument("--no-edit", action="store_true", help="skip the edited-scene check")
+    cp.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="per-method config overrides")
+    cp.add_argument("--out", default="runs/cond2d_compare")
     a = ap.parse_args()
+    if a.mode == "compare":
+        compare(a)
+        return
     dev = torch.device(a.device)
     print(f"device {dev}, torch threads {torch.get_num_threads()}, batch 1")
     print(f"{'method':<10} {'size':>5} {'clip':>4} {'train it/s':>10} {'infer fps':>9} {'peak MB':>8} {'G params (M)':>12}")

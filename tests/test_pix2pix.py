@@ -100,3 +100,37 @@ def test_label_condition_is_onehot_plus_boundaries():
     assert c.shape == (1, 4, 6, 6)
     assert torch.equal(c[0, :3].argmax(0), labels[0, 0]) and c[0, :3].sum(0).eq(1).all()
     assert c[0, 3, :, 2:4].eq(1).all() and c[0, 3, :, :2].eq(0).all()
+
+
+def test_edit_scene_spec_moves_and_duplicates():
+    from neuralrender.data.conditions import edit_scene_spec
+    from neuralrender.data.scenes import load_scene
+
+    spec = load_scene("default")
+    globe = next(o for o in spec.objects if o.name == "globe")
+    moved, label = edit_scene_spec(spec, "move", "globe", (1.0, 0.0, -0.5))
+    assert label == globe.label and len(moved.objects) == len(spec.objects)
+    new = next(o for o in moved.objects if o.name == "globe")
+    assert new.translate == pytest.approx((globe.translate[0] + 1.0, globe.translate[1], globe.translate[2] - 0.5))
+    dup, _ = edit_scene_spec(spec, "duplicate", "globe", (1.0, 0.0, 0.0))
+    assert [o.name for o in dup.objects] == [o.name for o in spec.objects] + ["globe_copy"]
+    assert dup.objects[-1].label == globe.label
+    with pytest.raises(DataError, match=r"default\.yaml.*no object 'teapot'"):
+        edit_scene_spec(spec, "move", "teapot", (0, 0, 0))
+
+
+def test_segmenter_and_mask_iou():
+    """The edit check's segmenter learns a toy two-class image set (squares of one texture on another);
+    mask_iou is 1 for identical masks and 0 for disjoint ones."""
+    from neuralrender.methods._cond2d import fit_segmenter, mask_iou
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.zeros(16, 1, 32, 32, dtype=torch.long)
+    for i in range(16):
+        y, x = torch.randint(0, 20, (2,), generator=g).tolist()
+        labels[i, 0, y:y + 12, x:x + 12] = 1
+    noise = torch.rand(16, 3, 32, 32, generator=g) * 0.3
+    images = torch.where(labels.bool(), torch.tensor([0.8, 0.3, 0.2])[:, None, None], torch.tensor([0.4, 0.5, 0.6])[:, None, None]) + noise
+    seg = fit_segmenter(images[:12], labels[:12], 2, steps=60)
+    assert mask_iou(seg(images[12:]), labels[12:], 1) > 0.9
+    assert mask_iou(labels, labels, 1) == 1.0 and mask_iou(labels, 1 - labels, 1) == 0.0

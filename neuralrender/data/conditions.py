@@ -29,7 +29,7 @@ from neuralrender.errors import DataError, NeuralRenderError
 from neuralrender.graphics.skeleton import POSE33_EDGES
 
 __all__ = ["CondSequence", "CondVideoDataset", "TASKS", "build_task", "label_condition", "scene_camera_path",
-           "scene_label_sequences", "render_scene_labels", "face_edge_sequences", "body_pose_sequences",
+           "scene_label_sequences", "render_scene_labels", "edit_scene_spec", "face_edge_sequences", "body_pose_sequences",
            "DLIB68_POLYLINES", "POSE33_EDGES"]
 
 TASKS = ("scene", "face", "body")
@@ -217,6 +217,24 @@ def scene_label_sequences(scene: str = "default", size: int = 64, frames: int = 
         flow[1:], mask[1:] = rigid_flow(depth[1:], cams[1:], cams[:-1], source_depth=depth[:-1])
     seq = CondSequence(f"{spec.source} (camera path, {frames} frames)", cond, r.images, flow, mask, r.labels.long())
     return [seq], {"num_classes": k, "spec": spec, "cameras": cams}
+
+
+def edit_scene_spec(spec, edit: str, obj: str, by) -> tuple[object, int]:
+    """A scene edited in 3D -> (edited spec, the object's label): object `obj` moved by `by` (x, y, z world units;
+    edit='move') or a copy of it added at +by (edit='duplicate'). Unknown object: a DataError naming the scene."""
+    if edit not in ("move", "duplicate"):
+        raise NeuralRenderError(f"unknown scene edit '{edit}'; valid: move, duplicate")
+    names = [o.name for o in spec.objects]
+    if obj not in names:
+        raise DataError(spec.source, f"no object '{obj}' (objects: {', '.join(names)})", field="objects")
+    o = spec.objects[names.index(obj)]
+    moved = dataclasses.replace(o, translate=tuple(a + b for a, b in zip(o.translate, by)))
+    objs = list(spec.objects)
+    if edit == "move":
+        objs[names.index(obj)] = moved
+    else:
+        objs.append(dataclasses.replace(moved, name=obj + "_copy"))
+    return dataclasses.replace(spec, objects=objs), o.label
 
 
 # ------------------------------------------------------------------------------------------ task 2: face

@@ -73,6 +73,45 @@ def clip_metrics(video: torch.Tensor, batch: dict, mean_image: torch.Tensor | No
     return out
 
 
+def fit_segmenter(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 400,
+                  batch: int = 8, width: int = 16, seed: int = 0):
+    """Train a small U-Net (the project's one) to segment real frames [N,3,H,W] into labels [N,1,H,W]
+    (cross-entropy, Adam 1e-3, random horizontal flips) -> fn(images [M,3,H,W]) -> labels [M,1,H,W].
+
+    The pix2pixHD paper scores its outputs with a segmentation network trained on real photos; this is that
+    protocol at our scale (it is used to check where an edited object lands in a generated frame)."""
+    from neuralrender.nn.unet import UNet
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = UNet(3, num_classes, width=width, depth=3, norm="instance", act="lrelu", up="bilinear", out_act="none")
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    y_all = labels[:, 0].long()
+    with torch.enable_grad():
+        for _ in range(steps):
+            idx = torch.randint(images.shape[0], (batch,), generator=g)
+            x, y = images[idx], y_all[idx]
+            if bool(torch.rand((), generator=g) < 0.5):
+                x, y = x.flip(-1), y.flip(-1)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    net.eval()
+
+    @torch.no_grad()
+    def segment(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([net(x[i:i + 16]).argmax(1, keepdim=True) for i in range(0, x.shape[0], 16)])
+
+    return segment
+
+
+def mask_iou(pred: torch.Tensor, want: torch.Tensor, label: int) -> float:
+    """IoU of the pixels labelled `label` in two label maps (over all frames together)."""
+    p, w = pred == label, want == label
+    return (p & w).sum().item() / max(1, (p | w).sum().item())
+
+
 def side_by_side(cond_rgb: torch.Tensor, output: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """[B,T,3,H,W] x3 -> [B,T,3,H,3W]: condition | output | ground truth."""
     return torch.cat([cond_rgb, output, real], -1)

@@ -79,8 +79,8 @@ class Pix2Pix(Method):
         return self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1, {"g_adv": adv.item(), "l1": l1.item()}
 
     @torch.no_grad()
-    def generate_clip(self, cond: torch.Tensor) -> torch.Tensor:
-        """cond [B,T,C,H,W] -> video [B,T,3,H,W] (frame by frame)."""
+    def generate_clip(self, cond: torch.Tensor, inst: torch.Tensor | None = None) -> torch.Tensor:
+        """cond [B,T,C,H,W] -> video [B,T,3,H,W] (frame by frame; inst is unused, as in pix2pixhd's signature)."""
         B, T = cond.shape[:2]
         return self(cond.flatten(0, 1)).reshape(B, T, 3, *cond.shape[-2:])
 

@@ -139,10 +139,12 @@ class Pix2PixHD(Method):
 
     # ---- evaluation and renders ---------------------------------------------------------------------
     @torch.no_grad()
-    def generate_clip(self, cond: torch.Tensor, inst: torch.Tensor, generator=None) -> torch.Tensor:
+    def generate_clip(self, cond: torch.Tensor, inst: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """cond [B,T,C,H,W], inst [B,T,1,H,W] -> [B,T,3,H,W]; features: the class means (generator=None) or
         one sampled style per instance (a torch.Generator)."""
         B, T = cond.shape[:2]
+        if inst is None:
+            inst = torch.zeros(B, T, 1, *cond.shape[-2:], dtype=torch.long, device=cond.device)
         c, i = cond.flatten(0, 1), inst.flatten(0, 1)
         feat = self.mean_features(i) if generator is None else self.features(None, i, generator)
         return self(c, feat).reshape(B, T, 3, *cond.shape[-2:])

@@ -195,8 +195,8 @@ class Vid2Vid(Method):
 
     # ---- evaluation and renders ---------------------------------------------------------------------
     @torch.no_grad()
-    def generate_clip(self, cond: torch.Tensor) -> torch.Tensor:
-        """cond [B,T,C,H,W] -> video [B,T,3,H,W] (sequential, from no history)."""
+    def generate_clip(self, cond: torch.Tensor, inst: torch.Tensor | None = None) -> torch.Tensor:
+        """cond [B,T,C,H,W] -> video [B,T,3,H,W] (sequential, from no history; inst unused, as in pix2pixhd)."""
         return self.generate(cond)["image"]
 
     @torch.no_grad()
