@@ -2,6 +2,7 @@
 
     python benchmarks/animation.py speed [--sizes 64 256] [--steps 3]     # training it/s, animation fps, peak memory
     python benchmarks/animation.py eval RUN_DIR [RUN_DIR ...] [--step N]     # L1 / AKD / MKR / AED table (+ co-part)
+    python benchmarks/animation.py compare --dataset weizmann --steps 1000 --variants x2face monkey-net fomm
 
 speed: each (method, size) row runs in its own subprocess (default model configs, batch 4 at 64^2 and 2 at 256^2,
 kp/seg scale 0.25 at 256^2 as in the paper) so that the peak-memory column (max RSS growth on CPU,
@@ -12,6 +13,9 @@ every frame, absolute motion): L1 of the method, of copy-source and of the same 
 extra is installed, otherwise the reason is printed; for copart (and, for comparison, keypoint methods) on
 clips with mediapipe reference poses beside them: landmark regression error from part centres / keypoints
 (fit on train videos, measured on test videos, pixels) and foreground IoU of copart's parts vs a motion mask.
+compare: trains each variant (a method, or a fomm ablation) in its own 1-thread subprocess with the same steps,
+batch, lr and seed (skipped when its run already holds that step's checkpoint), records the CPU seconds it
+took, evaluates all of them as `eval` does and prints one table with copy-source on top.
 """
 
 from __future__ import annotations
@@ -119,56 +123,80 @@ def _reference_poses(source: str, num_frames: int, size: int):
     return None
 
 
+def _detect(clips: list[torch.Tensor], body: bool) -> dict:
+    """External detections on clips (each [T,3,H,W] in [0,1]), concatenated: keypoints / validity (+ face
+    embeddings). Bodies: mediapipe Pose in video mode, run per clip (on 64^2 frames upsampled to 256 its
+    single-image mode misses the person in ~20 % of the real frames and in most slightly blurred ones)."""
+    if body:
+        from neuralrender.metrics.keypoints import detect_pose_mediapipe
+
+        det = [detect_pose_mediapipe(c, static=False) for c in clips]
+        return {"kp": torch.cat([d[0] for d in det]), "valid": torch.cat([d[1] for d in det])}
+    frames = torch.cat(clips)
+    from neuralrender.metrics.keypoints import detect_face_landmarks_dlib, face_embeddings_dlib
+
+    kp, v = detect_face_landmarks_dlib(frames)
+    emb, ev = face_embeddings_dlib(frames)
+    return {"kp": kp, "valid": v, "emb": emb, "emb_valid": ev}
+
+
+def keypoint_metrics(pred: dict, ref: dict) -> dict:
+    """AKD (pixels of the evaluated frames), MKR, and AED (faces) of detections `pred` against `ref`."""
+    from neuralrender.metrics.keypoints import aed, akd, mkr
+
+    out = {"akd": akd(pred["kp"], ref["kp"], pred["valid"], ref["valid"]), "mkr": mkr(pred["valid"], ref["valid"])}
+    if "emb" in pred:
+        out["aed"] = aed(pred["emb"], ref["emb"], pred["emb_valid"], ref["emb_valid"])
+    return out
+
+
+def _test_clips(bundle) -> list[torch.Tensor]:
+    """The held-out clips (uint8 [T,3,H,W]) of the reconstruction protocol."""
+    return [bundle.val.videos[v][s:e] for v, s, e in bundle.info["test_segments"]]
+
+
 @torch.no_grad()
-def eval_run(run_dir: str, step: int | None, device: str) -> dict:
-    from neuralrender.metrics.keypoints import (
-        aed,
-        akd,
-        detect_face_landmarks_dlib,
-        detect_pose_mediapipe,
-        detector_status,
-        face_embeddings_dlib,
-        foreground_iou,
-        landmark_regression_error,
-        mkr,
-        motion_mask,
-    )
+def reconstruct_clips(model, clips, dev) -> list[torch.Tensor]:
+    """Video reconstruction (source = first frame, driving = every frame, absolute motion) -> predictions."""
+    out = []
+    for clip in clips:
+        vid = clip.float().div(255).to(dev)
+        src = vid[:1]
+        out.append(torch.cat([model.reconstruct(src.expand(d.shape[0], -1, -1, -1), d)["prediction"].cpu()
+                              for d in vid.split(16)]))
+    return out
+
+
+@torch.no_grad()
+def eval_run(run_dir: str, step: int | None, device: str, ref_cache: dict | None = None) -> dict:
+    from neuralrender.metrics.keypoints import detector_status, landmark_regression_error
     from neuralrender.train.trainer import load_run
 
     ck = str(Path(run_dir) / "checkpoints" / f"step_{step:08d}.safetensors") if step else None
     model, bundle, _, meta = load_run(run_dir, device=device, checkpoint=ck)
     dev = next(model.parameters()).device
-    info, test = bundle.info, bundle.val
-    videos = test.videos
+    info = bundle.info
+    videos = bundle.val.videos
     body = any("weizmann" in s for s in info["sources"])
-    kind = "pose" if body else "face"
-    ok, reason = detector_status(kind)
+    ok, reason = detector_status("pose" if body else "face")
     res = {"run": run_dir, "method": meta["method"], "step": meta["step"], "split": info["split"]}
-    l1 = l1c = l1n = 0.0
-    n = 0
-    preds_all, gts_all = [], []
-    for v, s, e in info["test_segments"]:
-        vid = videos[v][s:e].float().div(255).to(dev)
-        src = vid[:1]
-        pred = torch.cat([model.reconstruct(src.expand(d.shape[0], -1, -1, -1), d)["prediction"] for d in vid.split(16)])
-        still = model.reconstruct(src, src)["prediction"]
-        l1 += float((pred - vid).abs().mean(dim=(1, 2, 3)).sum())
-        l1c += float((src - vid).abs().mean(dim=(1, 2, 3)).sum())
-        l1n += float((still - vid).abs().mean(dim=(1, 2, 3)).sum())
-        n += vid.shape[0]
-        preds_all.append(pred.cpu())
-        gts_all.append(vid.cpu())
-    res.update({"l1": l1 / n, "l1_copy_source": l1c / n, "l1_no_motion": l1n / n, "frames": n})
+    clips = _test_clips(bundle)
+    preds = reconstruct_clips(model, clips, dev)
+    gts = [c.float().div(255) for c in clips]
+    stills = [model.reconstruct(g[:1].to(dev), g[:1].to(dev))["prediction"].cpu() for g in gts]
+    n = sum(g.shape[0] for g in gts)
+    res["l1"] = sum(float((p - g).abs().mean(dim=(1, 2, 3)).sum()) for p, g in zip(preds, gts)) / n
+    res["l1_copy_source"] = sum(float((g[:1] - g).abs().mean(dim=(1, 2, 3)).sum()) for g in gts) / n
+    res["l1_no_motion"] = sum(float((s - g).abs().mean(dim=(1, 2, 3)).sum()) for s, g in zip(stills, gts)) / n
+    res["frames"] = n
     if ok:
-        p, g = torch.cat(preds_all), torch.cat(gts_all)
-        det = detect_pose_mediapipe if body else detect_face_landmarks_dlib
-        kp_p, v_p = det(p)
-        kp_g, v_g = det(g)
-        res["akd"], res["mkr"] = akd(kp_p, kp_g, v_p, v_g), mkr(v_p, v_g)
-        if not body:
-            e_p, ev_p = face_embeddings_dlib(p)
-            e_g, ev_g = face_embeddings_dlib(g)
-            res["aed"] = aed(e_p, e_g, ev_p, ev_g)
+        key = (tuple(info["sources"]), tuple(map(tuple, info["test_segments"])), info["size"])
+        cache = ref_cache if ref_cache is not None else {}
+        if key not in cache:
+            cache[key] = {"ref": _detect(gts, body), "copy": _detect([x[:1].expand_as(x) for x in gts], body)}
+        ref = cache[key]["ref"]
+        res.update(keypoint_metrics(_detect(preds, body), ref))
+        res["copy_source"] = keypoint_metrics(cache[key]["copy"], ref)
     else:
         res["akd_note"] = reason
     # part / keypoint consistency against the reference poses beside the clips
@@ -201,32 +229,129 @@ def eval_run(run_dir: str, step: int | None, device: str) -> dict:
             res["landmark_regression_time_px"] = landmark_regression_error(tx, ty, ex, ey)
             res["landmark_mean_pose_time_px"] = landmark_regression_error(tx[:, :0], ty, ex[:, :0], ey)
         if hasattr(model, "segment"):
-            ious = []
-            for v, s, e in info["test_segments"]:
-                vid = videos[v][s:e].float().div(255)
-                seg = torch.cat([model.segment(c.to(dev))["segmentation"].cpu() for c in vid.split(16)])
-                fg = torch.nn.functional.interpolate(1 - seg[:, :1], size=vid.shape[-2:], mode="bilinear") > 0.5
-                ious.append(foreground_iou(fg[:, 0], motion_mask(vid)))
-            res["foreground_iou"] = sum(ious) / len(ious)
+            res.update(part_consistency(model, bundle, dev))
     return res
+
+
+@torch.no_grad()
+def part_consistency(model, bundle, dev) -> dict:
+    """copart on every clip: segment-wise keypoint tracking vs the clip's mediapipe reference poses
+    (metrics.keypoints.part_tracking) and foreground vs the motion mask (IoU, and the share of moving pixels
+    inside the foreground). Held-out clips -> keys '..._test', training clips -> '..._train' (clip means)."""
+    from neuralrender.metrics.keypoints import foreground_iou, motion_mask, part_tracking
+
+    info, videos = bundle.info, bundle.val.videos
+    acc: dict = {}
+    for v, vid in enumerate(videos):
+        x = vid.float().div(255)
+        H, W = x.shape[-2:]
+        seg = torch.cat([model.segment(c.to(dev))["segmentation"].cpu() for c in x.split(16)])
+        seg = torch.nn.functional.interpolate(seg, size=(H, W), mode="bilinear", align_corners=False)
+        labels = seg.argmax(1)
+        tag = "test" if v in info["test_videos"] else "train"
+        mm = motion_mask(x)
+        fg = labels > 0
+        row = {"foreground_iou": foreground_iou(fg, mm),
+               "motion_in_foreground": float((fg & mm).sum() / mm.sum().clamp_min(1)),
+               "foreground_fraction": float(fg.float().mean())}
+        ref = _reference_poses(info["sources"][v], x.shape[0], H)
+        if ref is not None:
+            from neuralrender.graphics.warp import normalized_to_pixel
+
+            centres = torch.cat([normalized_to_pixel(model.segment(c.to(dev))["value"], H, W).cpu() for c in x.split(16)])
+            row.update(part_tracking(labels, centres, ref))
+        for k, val in row.items():
+            acc.setdefault(f"{k}_{tag}", []).append(val)
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def _f(x, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def cmd_eval(args) -> None:
     rows = []
+    cache: dict = {}
     for r in args.runs:
-        row = eval_run(r, args.step, args.device)
+        row = eval_run(r, args.step, args.device, cache)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| run | method | step | L1 | L1 copy-source | L1 no-motion | AKD | MKR | landmark reg. (px) | mean-pose (px) | reg. in-video (px) | mean-pose in-video (px) | fg IoU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    f = lambda x: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"  # noqa: E731
+    print("\n| run | method | step | L1 | L1 copy-source | L1 no-motion | AKD | MKR | AED | landmark reg. (px) | "
+          "mean-pose (px) | reg. in-video (px) | mean-pose in-video (px) | fg IoU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {Path(r['run']).name} | {r['method']} | {r['step']} | {f(r['l1'])} | {f(r['l1_copy_source'])} | "
-              f"{f(r['l1_no_motion'])} | {f(r.get('akd'))} | {f(r.get('mkr'))} | {f(r.get('landmark_regression_px'))} | "
-              f"{f(r.get('landmark_mean_pose_px'))} | {f(r.get('landmark_regression_time_px'))} | "
-              f"{f(r.get('landmark_mean_pose_time_px'))} | {f(r.get('foreground_iou'))} |")
-    notes = {r["akd_note"] for r in rows if "akd_note" in r}
-    for n in notes:
+        print(f"| {Path(r['run']).name} | {r['method']} | {r['step']} | {_f(r['l1'])} | {_f(r['l1_copy_source'])} | "
+              f"{_f(r['l1_no_motion'])} | {_f(r.get('akd'), 2)} | {_f(r.get('mkr'), 3)} | {_f(r.get('aed'), 3)} | "
+              f"{_f(r.get('landmark_regression_px'), 2)} | {_f(r.get('landmark_mean_pose_px'), 2)} | "
+              f"{_f(r.get('landmark_regression_time_px'), 2)} | {_f(r.get('landmark_mean_pose_time_px'), 2)} | "
+              f"{_f(r.get('foreground_iou_test'), 3)} |")
+    for n in {r["akd_note"] for r in rows if "akd_note" in r}:
+        print(f"note: {n}")
+
+
+# --- compare: train every method with the same budget, then evaluate them side by side -----------------
+
+VARIANTS = {  # name -> (registered method, extra `neuralrender train` flags)
+    "x2face": ("x2face", []),
+    "monkey-net": ("monkey-net", []),
+    "fomm": ("fomm", []),
+    "fomm-no-jacobian": ("fomm", ["--use-jacobian", "false"]),
+    "fomm-no-occlusion": ("fomm", ["--use-occlusion", "false"]),
+    "fomm-paper-output": ("fomm", ["--output-blend", "false"]),
+    "copart": ("copart", []),
+}
+
+
+def train_variant(name: str, out: Path, args) -> dict:
+    """Train one variant in a 1-thread subprocess (skipped when its final checkpoint exists) and return
+    {"cpu_s": CPU seconds of the training process, "wall_s"}; stored in out/budget.json."""
+    budget = out / "budget.json"
+    if (out / "checkpoints" / f"step_{args.steps:08d}.safetensors").is_file() and budget.is_file():
+        return json.loads(budget.read_text())
+    method, extra = VARIANTS[name]
+    cmd = [sys.executable, "-m", "neuralrender.cli", "train", method, "--dataset", args.dataset,
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+           "--size", str(args.size), "--seed", str(args.seed), "--threads", "1", "--eval-every", str(args.steps),
+           "--ckpt-every", str(min(args.steps, 500)), "--keep-ckpts", "0", "--quiet", "true", "--out", str(out),
+           *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    print(f"[compare] training {name}: {' '.join(cmd[2:])}", flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rec = {"cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+           "wall_s": time.perf_counter() - t0, "steps": args.steps, "batch_size": args.batch_size}
+    budget.write_text(json.dumps(rec))
+    return rec
+
+
+def cmd_compare(args) -> None:
+    torch.set_num_threads(1)
+    root = Path(args.out) / args.dataset
+    rows, cache = [], {}
+    for name in args.variants:
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        run = root / name
+        budget = train_variant(name, run, args)
+        row = eval_run(str(run), args.steps, args.device, cache)
+        row.update(variant=name, **budget)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    (root / "results.json").write_text(json.dumps(rows, indent=1))
+    body = args.dataset == "weizmann"
+    print(f"\n{args.dataset}, {args.size}², {args.steps} steps x batch {args.batch_size}, lr {args.lr}, seed {args.seed}, "
+          f"1 torch thread; test frames: {rows[0]['frames'] if rows else 0}")
+    print("\n| method | L1 ↓ | AKD ↓ (px) | MKR ↓ |" + ("" if body else " AED ↓ |") + " L1 no-motion | train CPU s |")
+    print("|---|---|---|---|" + ("" if body else "---|") + "---|---|")
+    if rows:
+        c = rows[0].get("copy_source", {})
+        print(f"| copy-source | {_f(rows[0]['l1_copy_source'])} | {_f(c.get('akd'), 2)} | {_f(c.get('mkr'), 3)} |"
+              + ("" if body else f" {_f(c.get('aed'), 3)} |") + " — | — |")
+    for r in rows:
+        print(f"| {r['variant']} | {_f(r['l1'])} | {_f(r.get('akd'), 2)} | {_f(r.get('mkr'), 3)} |"
+              + ("" if body else f" {_f(r.get('aed'), 3)} |") + f" {_f(r['l1_no_motion'])} | {r['cpu_s']:.0f} |")
+    for n in {r["akd_note"] for r in rows if "akd_note" in r}:
         print(f"note: {n}")
 
 
@@ -247,8 +372,18 @@ def main() -> None:
     ev.add_argument("runs", nargs="+")
     ev.add_argument("--step", type=int, default=None, help="evaluate the numbered checkpoint of this step")
     ev.add_argument("--device", default="cpu")
+    cp = sub.add_parser("compare", help="train the variants with the same steps/batch (1 thread each), then eval")
+    cp.add_argument("--dataset", default="weizmann")
+    cp.add_argument("--variants", nargs="+", default=["x2face", "monkey-net", "fomm"])
+    cp.add_argument("--steps", type=int, default=1000)
+    cp.add_argument("--batch-size", type=int, default=8)
+    cp.add_argument("--lr", type=float, default=1e-3)
+    cp.add_argument("--size", type=int, default=64)
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--out", default="runs/animation_compare")
+    cp.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    (cmd_speed if args.cmd == "speed" else cmd_eval)(args)
+    {"speed": cmd_speed, "eval": cmd_eval, "compare": cmd_compare}[args.cmd](args)
 
 
 if __name__ == "__main__":

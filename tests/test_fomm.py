@@ -67,6 +67,27 @@ def test_relative_transfer_with_static_driving_leaves_source_unchanged(tmp_path,
         assert torch.allclose(absol["kp_used"], res["kp_driving"], atol=1e-6)
 
 
+def test_output_blend_is_occlusion_weighted_warp_and_starts_near_the_source(tmp_path, shared_data):
+    """Default output (TPSMM's): occlusion * deformed source + (1 - occlusion) * generated; the occlusion map
+    starts near 0.88, so an untrained model driven by the source itself stays close to the source; with
+    --output-blend false (the paper's output) it is the generator's alone."""
+    tr = trainer(tmp_path / "blend", 1)
+    model = tr.model.eval()
+    src = tr.data.val[0]["source"][None]
+    with torch.no_grad():
+        kp = model.keypoints(src)
+        out = model.generate(src, kp, kp)
+        occ = out["occlusion_map"]
+        assert occ.shape == (1, 1, 32, 32) and 0.8 < float(occ.mean()) < 0.95
+        assert torch.allclose(out["prediction"], occ * out["deformed"] + (1 - occ) * out["generated"], atol=1e-6)
+        assert (out["prediction"] - src).abs().mean() < 0.5 * (out["generated"] - src).abs().mean()
+    paper = trainer(tmp_path / "paper", 1, output_blend=False).model.eval()
+    with torch.no_grad():
+        kp = paper.keypoints(src)
+        out = paper.generate(src, kp, kp)
+    assert "generated" not in out and float(out["occlusion_map"].mean()) == pytest.approx(0.5, abs=0.1)
+
+
 @pytest.mark.slow
 def test_fomm_learns_motion_on_moving_discs(tmp_path):
     """Learning: on held-out synthetic videos (a disc circling over a gradient), after 300 steps the

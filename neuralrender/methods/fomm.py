@@ -30,6 +30,8 @@ class FommConfig(AnimationDataConfig):
     num_kp: int = field(default=10, metadata={"help": "number of keypoints"})
     use_jacobian: bool = field(default=True, metadata={"help": "first-order (local affine) motion; off = zeroth order"})
     use_occlusion: bool = field(default=True, metadata={"help": "predict an occlusion map that masks warped features"})
+    output_blend: bool = field(default=True, metadata={"help": "output = occlusion * deformed source + (1 - occlusion) "
+                                                              "* generated (TPSMM's output; needs --use-occlusion)"})
     kp_width: int = field(default=16, metadata={"help": "block expansion of the keypoint detector hourglass"})
     kp_blocks: int = field(default=3, metadata={"help": "down blocks of the keypoint detector hourglass"})
     motion_width: int = field(default=16, metadata={"help": "block expansion of the dense-motion hourglass"})
@@ -65,6 +67,9 @@ class OcclusionAwareGenerator(nn.Module):
         self.bottleneck = nn.Sequential(*[ResnetBlock(ch[-1], n) for _ in range(cfg.gen_res)])
         self.up = nn.Sequential(*[UpBlock(ch[i + 1], ch[i], n) for i in reversed(range(cfg.gen_down))])
         self.final = nn.Conv2d(w, channels, 7, padding=3)
+        self.output_blend = cfg.output_blend and cfg.use_occlusion
+        if self.output_blend:  # start close to the warped source (occlusion ~ 0.88): the generator only inpaints
+            nn.init.constant_(self.dense_motion.occlusion.bias, 2.0)
 
     def forward(self, source, kp_driving, kp_source):
         feat = self.down(self.first(source))
@@ -78,7 +83,14 @@ class OcclusionAwareGenerator(nn.Module):
                 occ = nn.functional.interpolate(occ, size=feat.shape[-2:], mode="bilinear", align_corners=False)
             feat = feat * occ
             out["occlusion_map"] = motion["occlusion_map"]
-        out["prediction"] = torch.sigmoid(self.final(self.up(self.bottleneck(feat))))
+        pred = torch.sigmoid(self.final(self.up(self.bottleneck(feat))))
+        if self.output_blend:
+            occ = motion["occlusion_map"]
+            if occ.shape[-2:] != pred.shape[-2:]:
+                occ = nn.functional.interpolate(occ, size=pred.shape[-2:], mode="bilinear", align_corners=False)
+            out["generated"] = pred
+            pred = occ * out["deformed"] + (1 - occ) * pred
+        out["prediction"] = pred
         return out
 
 

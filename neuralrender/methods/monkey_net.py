@@ -3,7 +3,8 @@
 Keypoints without Jacobians (zeroth-order: each keypoint moves its neighbourhood by a pure translation),
 a motion network that predicts motion masks over the K translations + background and combines them into
 one dense flow, and a U-Net generator whose encoder features are warped by that flow at EVERY level
-(skip connections included) with the keypoint-heatmap difference given to the decoder. Trained on frame
+(skip connections included; the last layer also sees the warped source image, as the official code's
+first skip is the image itself) with the keypoint-heatmap difference given to the decoder. Trained on frame
 pairs with a multi-scale L1 reconstruction loss and keypoint equivariance. The paper adds a GAN and
 feature-matching loss; we train without them (same losses as our fomm, so the comparison isolates motion).
 """
@@ -62,7 +63,8 @@ class MotionTransferGenerator(nn.Module):
         for i in reversed(range(cfg.gen_down)):
             cin = ch[i + 1] if i == cfg.gen_down - 1 else 2 * ch[i + 1]
             self.up.append(UpBlock(cin, ch[i], n))
-        self.final = nn.Conv2d(2 * w + cfg.num_kp, channels, 7, padding=3)
+        # the last layer also sees the deformed source image itself (the official code's first skip is the image)
+        self.final = nn.Conv2d(2 * w + cfg.num_kp + channels, channels, 7, padding=3)
 
     def forward(self, source, kp_driving, kp_source):
         m = self.motion(source, kp_driving, kp_source)
@@ -78,8 +80,9 @@ class MotionTransferGenerator(nn.Module):
         H, W = source.shape[-2:]
         heat = keypoint_heatmaps(kp_driving["value"], H, W, self.kp_variance) - \
             keypoint_heatmaps(kp_source["value"], H, W, self.kp_variance)
-        pred = torch.sigmoid(self.final(torch.cat([h, heat], 1)))
-        return {"prediction": pred, "deformation": grid, "mask": m["mask"], "deformed": deform(source, grid)}
+        deformed = deform(source, grid)
+        pred = torch.sigmoid(self.final(torch.cat([h, heat, deformed], 1)))
+        return {"prediction": pred, "deformation": grid, "mask": m["mask"], "deformed": deformed}
 
 
 @register("monkey-net")

@@ -15,7 +15,7 @@ import torch
 from neuralrender.errors import MissingDependencyError
 
 __all__ = ["akd", "mkr", "aed", "detector_status", "detect_pose_mediapipe", "detect_face_landmarks_dlib",
-           "face_embeddings_dlib", "landmark_regression_error", "foreground_iou", "motion_mask"]
+           "face_embeddings_dlib", "landmark_regression_error", "foreground_iou", "motion_mask", "part_tracking"]
 
 
 def akd(pred: torch.Tensor, ref: torch.Tensor, pred_valid: torch.Tensor | None = None,
@@ -69,13 +69,20 @@ def detector_status(kind: str) -> tuple[bool, str]:
 
 
 def _uint8_frames(frames: torch.Tensor) -> np.ndarray:
-    return (frames.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    # C-contiguous [T,H,W,3]: dlib reads the buffer ignoring numpy strides, so the permuted view of an NCHW tensor
+    # gave it scrambled images (no face found, or garbage) unless the tensor happened to be channels-last.
+    x = (frames.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return np.ascontiguousarray(x)
 
 
-def detect_pose_mediapipe(frames: torch.Tensor, upsample: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def detect_pose_mediapipe(frames: torch.Tensor, upsample: int = 256,
+                          static: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """mediapipe Pose on frames [T,3,H,W] -> (keypoints [T,33,2] in pixels of the input, valid [T,33]).
 
-    Frames are upsampled to `upsample` px first (as the shared data's reference poses were computed)."""
+    Frames are upsampled to `upsample` px first, bicubic (as the shared data's reference poses were computed:
+    on 64^2 Weizmann frames bilinear upsampling moves the detections by ~15 px, bicubic by ~2 px).
+    static: every frame is detected on its own (static_image_mode); False: mediapipe's video mode, which
+    tracks the person's region from frame to frame (frames must be one clip, in order)."""
     try:
         import mediapipe as mp
     except ImportError as e:
@@ -83,10 +90,10 @@ def detect_pose_mediapipe(frames: torch.Tensor, upsample: int = 256) -> tuple[to
     import torch.nn.functional as F
 
     T, _, H, W = frames.shape
-    up = F.interpolate(frames.float(), size=(upsample, upsample), mode="bilinear", align_corners=False)
+    up = F.interpolate(frames.float(), size=(upsample, upsample), mode="bicubic", align_corners=False)
     kp = torch.full((T, 33, 2), float("nan"))
     valid = torch.zeros(T, 33, dtype=torch.bool)
-    with mp.solutions.pose.Pose(static_image_mode=True) as pose:
+    with mp.solutions.pose.Pose(static_image_mode=static) as pose:
         for t, img in enumerate(_uint8_frames(up)):
             res = pose.process(img)
             if res.pose_landmarks is None:
@@ -203,3 +210,54 @@ def foreground_iou(pred: torch.Tensor, ref: torch.Tensor) -> float:
     p, r = pred.bool(), ref.bool()
     union = (p | r).sum()
     return float((p & r).sum() / union) if union > 0 else float("nan")
+
+
+def part_tracking(labels: torch.Tensor, centres: torch.Tensor, landmarks: torch.Tensor) -> dict:
+    """Do parts follow the body? Part labels [T,H,W] (0 = background, 1..K parts, at the landmarks' pixel
+    scale), part centres [T,K,2] and reference landmarks [T,L,2] (pixels, NaN = not detected) of ONE clip.
+
+    Each landmark is assigned the part it falls in most often over the clip (landmarks mostly on the
+    background are left out). Returns
+      label_consistency: fraction of (frame, landmark) in which the landmark lies in its assigned part;
+      tracking_error_px: mean over parts with landmarks and frames of | (c_k(t) - c_k(0)) - (m_k(t) - m_k(0)) |,
+        c_k the part centre, m_k the mean of its landmarks (segment-wise keypoint tracking error);
+      static_error_px: the same for a part that does not move (| m_k(t) - m_k(0) |), the baseline;
+      parts_used: number of parts that received landmarks.
+    """
+    T, H, W = labels.shape
+    K = centres.shape[1]
+    xy = landmarks.float()
+    ok = torch.isfinite(xy).all(-1)
+    ix = xy[..., 0].nan_to_num(-1).floor().long()
+    iy = xy[..., 1].nan_to_num(-1).floor().long()
+    ok &= (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
+    lab = torch.zeros(xy.shape[:2], dtype=torch.long)
+    t_idx = torch.arange(T).unsqueeze(1).expand_as(ix)
+    lab[ok] = labels[t_idx[ok], iy[ok], ix[ok]].long()
+    counts = torch.zeros(xy.shape[1], K + 1)
+    for j in range(xy.shape[1]):
+        counts[j] = torch.bincount(lab[:, j][ok[:, j]], minlength=K + 1)[: K + 1].float()
+    assign = counts.argmax(1)  # [L]
+    fg = assign > 0
+    same = (lab == assign.unsqueeze(0)) & ok & fg.unsqueeze(0)
+    denom = (ok & fg.unsqueeze(0)).sum()
+    consistency = float(same.sum() / denom) if denom > 0 else float("nan")
+    err, static = [], []
+    for k in range(1, K + 1):
+        members = (assign == k).nonzero().flatten()
+        if members.numel() == 0:
+            continue
+        m = xy[:, members]  # [T,n,2]
+        valid = torch.isfinite(m).all(-1).all(-1)  # frames where all its landmarks are found
+        if not bool(valid[0]) or int(valid.sum()) < 2:
+            continue
+        mk = m.mean(1)
+        dm = mk[valid] - mk[0]
+        dc = centres[:, k - 1][valid].float() - centres[0, k - 1].float()
+        err.append(torch.linalg.norm(dc - dm, dim=-1))
+        static.append(torch.linalg.norm(dm, dim=-1))
+    if not err:
+        return {"label_consistency": consistency, "tracking_error_px": float("nan"),
+                "static_error_px": float("nan"), "parts_used": 0}
+    return {"label_consistency": consistency, "tracking_error_px": float(torch.cat(err).mean()),
+            "static_error_px": float(torch.cat(static).mean()), "parts_used": len(err)}
