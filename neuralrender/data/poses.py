@@ -131,7 +131,7 @@ class PoseFrameDataset(Dataset):
     the same part (`pairs` items per frame, for training pose-transfer methods).
 
     Item: {"image" [3,S,S], "cond" [3,S,S], "joints" [33,2], "observed" [33] float,
-           "prev_image", "prev_cond" (the previous frame; the frame itself at the start of a part, with
+           "prev_image", "prev_cond", "prev_joints" (the previous frame; the frame itself at the start of a part, with
            "has_prev" 0), "ref_image", "ref_cond", "ref_joints", "ref_observed", "clip" int, "frame" int}.
     """
 
@@ -181,7 +181,7 @@ class PoseFrameDataset(Dataset):
         tp = max(t - 1, lo)
         return {
             "image": c.frames[t], "cond": c.cond[t], "joints": c.joints[t], "observed": c.observed[t].float(),
-            "prev_image": c.frames[tp], "prev_cond": c.cond[tp], "has_prev": float(t > lo),
+            "prev_image": c.frames[tp], "prev_cond": c.cond[tp], "prev_joints": c.joints[tp], "has_prev": float(t > lo),
             "ref_image": c.frames[r], "ref_cond": c.cond[r], "ref_joints": c.joints[r],
             "ref_observed": c.observed[r].float(), "clip": k, "frame": t,
         }

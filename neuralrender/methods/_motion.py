@@ -15,10 +15,13 @@ import torch
 from torch import nn
 
 from neuralrender.data.poses import WEIZMANN_CLIPS, PoseFrameDataset, weizmann_clips
+from neuralrender.graphics.draw import gaussian_heatmaps
+from neuralrender.graphics.skeleton import BODY_PARTS
 from neuralrender.methods.base import DataBundle
 from neuralrender.metrics import psnr, ssim
 from neuralrender.nn.blocks import conv_block
 
+PART_JOINTS = list(BODY_PARTS.values())
 
 @dataclass
 class PoseTransferConfig:
@@ -31,6 +34,13 @@ class PoseTransferConfig:
     lambda_gan: float = field(default=1.0, metadata={"help": "weight of the adversarial term"})
     blend: bool = field(default=True, metadata={
         "help": "the generator also predicts a mask that blends its RGB with the (deformed) reference image"})
+    region: bool = field(default=True, metadata={
+        "help": "with blend: change only where the skeleton moved (the moved parts' regions in the reference and "
+                "target poses, `motion_region`); elsewhere the (deformed) reference is kept"})
+    region_tau: float = field(default=2.0, metadata={
+        "help": "mean part displacement beyond 1 px of jitter (pixels at 64 px) at which a part counts as moved "
+                "(weight 1 - 1/e; see motion_region)"})
+    region_sigma: float = field(default=3.0, metadata={"help": "width of the part regions (pixels at 64 px)"})
 
 
 def build_pose_transfer_data(cfg, seed: int) -> DataBundle:
@@ -44,13 +54,61 @@ def build_pose_transfer_data(cfg, seed: int) -> DataBundle:
     return DataBundle(train, val, {"cond_channels": 3, "mean_image": images.mean(0)})
 
 
-def blend_output(y: torch.Tensor, base: torch.Tensor, blend: bool) -> torch.Tensor:
+def blend_output(y: torch.Tensor, base: torch.Tensor, blend: bool, region: torch.Tensor | None = None) -> torch.Tensor:
     """Decoder output y [B,3(+1),H,W] in [0,1] -> image: with blend, mask * rgb + (1 - mask) * base (the mask is y's
-    4th channel), so unchanged regions (the static background, a still torso) can be copied from the reference."""
+    4th channel, times `region` [B,1,H,W] when given), so unchanged regions (the static background, a still torso)
+    are copied from the reference."""
     if not blend:
         return y
-    m = y[:, 3:4]
+    m = y[:, 3:4] if region is None else y[:, 3:4] * region
     return m * y[:, :3] + (1 - m) * base
+
+
+def part_masks(joints_px: torch.Tensor, valid: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+    """Soft region of each body part (graphics.skeleton.BODY_PARTS) in a pose [B,33,2] (pixels): [B,P,H,W] in
+    [0,1], the max of Gaussian blobs at the part's joints and at 1/4, 1/2, 3/4 along each consecutive joint pair
+    (`sigma` pixels wide); joints with valid [B,33] False are left out."""
+    masks = []
+    for joints in PART_JOINTS:
+        pts, vis = [joints_px[:, joints]], [valid[:, joints]]
+        for a, b in zip(joints[:-1], joints[1:]):
+            for f in (0.25, 0.5, 0.75):
+                pts.append((joints_px[:, a] * (1 - f) + joints_px[:, b] * f)[:, None])
+                vis.append((valid[:, a] & valid[:, b])[:, None])
+        hm = gaussian_heatmaps(torch.cat(pts, 1), height, width, sigma, torch.cat(vis, 1).to(joints_px.dtype))
+        masks.append(hm.amax(1))
+    return torch.stack(masks, 1)
+
+
+def inside_image(joints_px: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[B,33,2] pixels -> [B,33] bool: finite and inside the image. Joints outside the frame (Weizmann's feet are
+    cut off: mediapipe extrapolates the ankles 10-25 px below the image, and they drift) are guesses."""
+    x, y = joints_px[..., 0], joints_px[..., 1]
+    return torch.isfinite(joints_px).all(-1) & (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
+
+
+def motion_region(ref_px: torch.Tensor, tgt_px: torch.Tensor, height: int, width: int, sigma: float = 3.0,
+                  tau: float = 2.0, dead: float = 1.0) -> torch.Tensor:
+    """Where the body changes between a reference and a target pose [B,33,2] (pixels; NaN = unknown joint):
+    [B,1,H,W] in [0,1], the max over parts of w_p * min(1, 2 max(mask_p(ref), mask_p(tgt))).
+
+    The part's weight w_p = 1 - exp(-(max(d_p - dead, 0) / tau)^2) comes from its mean joint displacement d_p
+    (pixels) over the joints inside the image in either pose (`inside_image`); `dead` absorbs the detector's
+    jitter. A part that did not move keeps weight ~0, so the pixels it covers (and the background away from every
+    moved part) are copied from the reference; a moved part opens both where it was (to be filled) and where it
+    goes (to be drawn). A part with no such joint has weight 0 (nothing of it is in view)."""
+    ok = torch.isfinite(ref_px).all(-1) & torch.isfinite(tgt_px).all(-1)
+    ok = ok & (inside_image(ref_px, height, width) | inside_image(tgt_px, height, width))
+    r, t = torch.nan_to_num(ref_px), torch.nan_to_num(tgt_px)
+    disp = (r - t).norm(dim=-1) * ok  # [B,33]
+    w = []
+    for j in PART_JOINTS:
+        d = disp[:, j].sum(1) / ok[:, j].sum(1).clamp_min(1)
+        w.append(1 - torch.exp(-((d - dead).clamp_min(0) / tau) ** 2))
+    w = torch.stack(w, 1)  # [B,P]
+    m = torch.maximum(part_masks(r, torch.isfinite(ref_px).all(-1), height, width, sigma),
+                      part_masks(t, torch.isfinite(tgt_px).all(-1), height, width, sigma))
+    return ((2 * m).clamp(max=1) * w[..., None, None]).amax(1, keepdim=True)
 
 
 def pose_distance(joints_a: torch.Tensor, joints_b: torch.Tensor, obs_a: torch.Tensor | None = None,
@@ -121,9 +179,10 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """Features of `streams` encoders (lists of equal shapes per level) -> [B,cout,H,W] in [0,1] (sigmoid).
-    With cout = 4 the 4th channel is a blend mask whose bias starts at -3 (see `blend_output`)."""
+    With cout = 4 the 4th channel is a blend mask whose bias starts at `mask_bias` (see `blend_output`: -3 starts
+    close to copying the reference everywhere; 0, the default with a motion region, half way inside the region)."""
 
-    def __init__(self, chans: list[int], streams: int = 2, cout: int = 3):
+    def __init__(self, chans: list[int], streams: int = 2, cout: int = 3, mask_bias: float = -3.0):
         super().__init__()
         depth = len(chans) - 1
         self.up = nn.ModuleList()
@@ -134,9 +193,9 @@ class Decoder(nn.Module):
                 "fuse": conv_block(chans[i] * (1 + streams), chans[i], norm="instance", act="relu")}))
             c = chans[i]
         self.head = nn.Conv2d(c, cout, 3, padding=1)
-        if cout == 4:  # a blend mask (see blend_output): start close to copying the reference (mask ~0.05)
+        if cout == 4:  # a blend mask (see blend_output)
             with torch.no_grad():
-                self.head.bias[3] = -3.0
+                self.head.bias[3] = mask_bias
 
     def forward(self, streams: list[list[torch.Tensor]]) -> torch.Tensor:
         depth = len(streams[0]) - 1

@@ -25,22 +25,23 @@ import torch
 import torch.nn.functional as F
 
 from neuralrender.graphics.draw import gaussian_heatmaps
-from neuralrender.graphics.skeleton import BODY_PARTS
 from neuralrender.graphics.warp import make_coordinate_grid, pixel_to_normalized, sample_grid
 from neuralrender.losses.gan import discriminator_loss, generator_loss
 from neuralrender.methods._motion import (
+    PART_JOINTS,
     Decoder,
     Encoder,
     PoseTransferConfig,
     blend_output,
     build_pose_transfer_data,
+    inside_image,
+    motion_region,
+    part_masks,
     transfer_metrics,
 )
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import PatchDiscriminator
 from neuralrender.registry import register
-
-PART_JOINTS = list(BODY_PARTS.values())
 
 
 def part_affines(src: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
@@ -78,21 +79,6 @@ def part_affines(src: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, ridg
         A = torch.cat([lin, trans[..., None]], -1)
         out.append(torch.where(one, A, eye))
     return torch.stack(out, 1)
-
-
-def part_masks(tgt_px: torch.Tensor, valid: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
-    """Soft region of each part in the target pose: [B,P,H,W] in [0,1], the max of Gaussian blobs at the part's
-    joints and at 1/4, 1/2, 3/4 along each consecutive joint pair (pixels, `sigma` wide)."""
-    masks = []
-    for joints in PART_JOINTS:
-        pts, vis = [tgt_px[:, joints]], [valid[:, joints]]
-        for a, b in zip(joints[:-1], joints[1:]):
-            for f in (0.25, 0.5, 0.75):
-                pts.append((tgt_px[:, a] * (1 - f) + tgt_px[:, b] * f)[:, None])
-                vis.append((valid[:, a] & valid[:, b])[:, None])
-        hm = gaussian_heatmaps(torch.cat(pts, 1), height, width, sigma, torch.cat(vis, 1).to(tgt_px.dtype))
-        masks.append(hm.amax(1))
-    return torch.stack(masks, 1)
 
 
 def deform_features(feat: torch.Tensor, affines: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -146,7 +132,7 @@ class DeformableGAN(Method):
         super().__init__(cfg, info)
         self.source_enc = Encoder(3 + 33, cfg.width, cfg.depth)
         self.target_enc = Encoder(33, cfg.width, cfg.depth)
-        self.decoder = Decoder(self.source_enc.chans, 2, 4 if cfg.blend else 3)
+        self.decoder = Decoder(self.source_enc.chans, 2, 4 if cfg.blend else 3, 0.0 if cfg.region else -3.0)
         self.discriminator = PatchDiscriminator(3 + 3 + 3, cfg.d_width, cfg.d_layers)
 
     def parameters_for(self, phase):
@@ -165,14 +151,19 @@ class DeformableGAN(Method):
         ft = self.target_enc(self._heatmaps(tgt_joints, tgt_obs, H, W))
         base = src
         if self.cfg.deformable:
-            valid = (src_obs > 0) & (tgt_obs > 0) & torch.isfinite(src_joints).all(-1) & torch.isfinite(tgt_joints).all(-1)
+            # joints outside the image are the detector's guesses (Weizmann's cut-off feet): not used for the warps
+            valid = (src_obs > 0) & (tgt_obs > 0) & inside_image(src_joints, H, W) & inside_image(tgt_joints, H, W)
             sj = pixel_to_normalized(torch.nan_to_num(src_joints), H, W)
             tj = pixel_to_normalized(torch.nan_to_num(tgt_joints), H, W)
             A = part_affines(sj, tj, valid)
             masks = part_masks(torch.nan_to_num(tgt_joints), valid, H, W, self.cfg.sigma * H / 64 * 1.5)
             fs = [deform_features(f, A, masks) for f in fs]
             base = deform_features(src, A, masks)  # the same deformation on the pixels
-        return blend_output(self.decoder([fs, ft]), base, self.cfg.blend)
+        region = None
+        if self.cfg.blend and self.cfg.region:
+            k = H / 64
+            region = motion_region(src_joints, tgt_joints, H, W, self.cfg.region_sigma * k, self.cfg.region_tau * k)
+        return blend_output(self.decoder([fs, ft]), base, self.cfg.blend, region)
 
     def generate(self, batch: dict) -> torch.Tensor:
         return self(batch["ref_image"], batch["ref_joints"], batch["ref_observed"], batch["joints"], batch["observed"])

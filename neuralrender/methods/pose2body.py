@@ -6,6 +6,10 @@ What the paper does and what we keep:
 - temporal smoothing: the generator also takes the previous GENERATED frame (zeros for the first frame). In
   training it runs twice, G(x_{t-1}, 0) -> y_{t-1} and G(x_t, y_{t-1}) -> y_t, and a temporal discriminator
   judges consecutive pairs (x_{t-1}, x_t, y_{t-1}, y_t) against the real pairs;
+- ours on top (`--prev-blend`, default): G also predicts a mask blending its RGB with the previous generated frame
+  (vid2vid's hallucination / warp mask, without a flow: the camera is static), so pixels that do not change carry
+  over instead of being re-synthesised with fresh flicker; and vid2vid's flow-warping loss (`--lambda-warp`):
+  |y_t - warp(y_{t-1}, flow)| with the real frames' DIS flow on the training pair;
 - face GAN: a small U-Net adds a residual to the head box (from the pose's face points, graphics.skeleton.head_box),
   cropped and upsampled x`face_zoom`, with its own conditional discriminator; trained on the detached main
   output from step `face_start` on (the paper trains it after the main generator; one run here).
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 
 from neuralrender.data.poses import PoseClipDataset, weizmann_clips
 from neuralrender.graphics.skeleton import head_box
+from neuralrender.graphics.warp import warp
 from neuralrender.losses.gan import discriminator_loss, feature_matching_loss, generator_loss
 from neuralrender.methods._cond2d import clip_metrics
 from neuralrender.methods.base import DataBundle, Method
@@ -45,6 +50,12 @@ class Pose2BodyConfig:
     eval_clip: int = field(default=8, metadata={"help": "frames per held-out evaluation run (autoregressive)"})
     smooth_sigma: float = field(default=0.0, metadata={"help": "temporal smoothing of the poses (frames)"})
     temporal: bool = field(default=True, metadata={"help": "condition on the previous generated frame + temporal D"})
+    prev_blend: bool = field(default=True, metadata={
+        "help": "with temporal: G also predicts a mask blending its RGB with the previous generated frame, so "
+                "unchanged pixels (static camera: the background, a still torso) carry over (ours)"})
+    lambda_warp: float = field(default=10.0, metadata={
+        "help": "with temporal: weight of the flow-warping loss |y_t - warp(y_{t-1}, real flow)| on the training "
+                "pair (vid2vid's, with the real frames' DIS flow; 0 = off)"})
     face: bool = field(default=True, metadata={"help": "face-GAN residual refinement of the head box"})
     width: int = field(default=8, metadata={"help": "local enhancer channels (the global generator has 2x)"})
     n_blocks_global: int = field(default=3, metadata={"help": "residual blocks of the global generator"})
@@ -99,8 +110,9 @@ class Pose2Body(Method):
     def __init__(self, cfg: Pose2BodyConfig, info):
         super().__init__(cfg, info)
         c = info["cond_channels"]
-        self.generator = LocalEnhancer(c + (3 if cfg.temporal else 0), 3, cfg.width, 3, cfg.n_blocks_global,
-                                       cfg.n_blocks_local)
+        self.blend_prev = cfg.temporal and cfg.prev_blend
+        self.generator = LocalEnhancer(c + (3 if cfg.temporal else 0), 4 if self.blend_prev else 3, cfg.width, 3,
+                                       cfg.n_blocks_global, cfg.n_blocks_local)
         self.discriminator = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, 3)
         self.temporal_d = PatchDiscriminator(2 * (c + 3), cfg.d_width, 3) if cfg.temporal else None
         if cfg.face:
@@ -120,10 +132,17 @@ class Pose2Body(Method):
 
     # ---- generation ---------------------------------------------------------------------------------
     def forward(self, cond: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
-        """cond [B,C,H,W] (+ previous generated frame [B,3,H,W], zeros when None) -> frame [B,3,H,W]."""
-        if self.cfg.temporal:
-            cond = torch.cat([cond, torch.zeros_like(cond[:, :3]) if prev is None else prev], 1)
-        return self.generator(cond)
+        """cond [B,C,H,W] (+ previous generated frame [B,3,H,W], zeros when None) -> frame [B,3,H,W].
+        With prev_blend: mask * rgb + (1 - mask) * prev (just rgb for a first frame)."""
+        if not self.cfg.temporal:
+            return self.generator(cond)
+        y = self.generator(torch.cat([cond, torch.zeros_like(cond[:, :3]) if prev is None else prev], 1))
+        if not self.blend_prev:
+            return y
+        if prev is None:
+            return y[:, :3]
+        m = y[:, 3:4]
+        return m * y[:, :3] + (1 - m) * prev
 
     def face_crop_size(self) -> int:
         return 8 * self.cfg.face_zoom * max(1, self.cfg.size // 32)
@@ -200,6 +219,10 @@ class Pose2Body(Method):
         if self.temporal_d is not None:
             gt = generator_loss(self.temporal_d(pair(y0, y1)), self.cfg.gan_mode)
             total, logs["g_temporal"] = total + self.cfg.lambda_temporal * gt, gt.item()
+        if self.cfg.temporal and self.cfg.lambda_warp > 0:
+            m = batch["flow_mask"][:, 1]
+            lw = ((y1 - warp(y0, batch["flow"][:, 1], padding="border")).abs() * m).sum() / (3 * m.sum()).clamp_min(1)
+            total, logs["warp"] = total + self.cfg.lambda_warp * lw, lw.item()
         if face:
             gf = generator_loss(self.face_d(torch.cat([c_crop, refined], 1)), self.cfg.gan_mode)
             lf = F.l1_loss(refined, r_crop)

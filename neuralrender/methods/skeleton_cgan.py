@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuralrender.errors import NeuralRenderError
 from neuralrender.losses.gan import discriminator_loss, generator_loss
 from neuralrender.methods._motion import (
     Decoder,
@@ -29,6 +30,7 @@ from neuralrender.methods._motion import (
     PoseTransferConfig,
     blend_output,
     build_pose_transfer_data,
+    motion_region,
     transfer_metrics,
 )
 from neuralrender.methods.base import Method
@@ -40,16 +42,19 @@ class SiameseUNet(nn.Module):
     """(reference image [B,3,H,W], reference skeleton [B,C,H,W], target skeleton [B,C,H,W]) -> frame [B,3,H,W].
     H, W must be multiples of 2**depth."""
 
-    def __init__(self, cond_channels: int = 3, width: int = 32, depth: int = 4, blend: bool = True):
+    def __init__(self, cond_channels: int = 3, width: int = 32, depth: int = 4, blend: bool = True,
+                 mask_bias: float = -3.0):
         super().__init__()
         self.blend = blend
         self.appearance = Encoder(3 + cond_channels, width, depth)
         self.pose = Encoder(cond_channels, width, depth)
-        self.decoder = Decoder(self.appearance.chans, 2, 4 if blend else 3)
+        self.decoder = Decoder(self.appearance.chans, 2, 4 if blend else 3, mask_bias)
 
-    def forward(self, ref: torch.Tensor, ref_cond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, ref: torch.Tensor, ref_cond: torch.Tensor, cond: torch.Tensor,
+                region: torch.Tensor | None = None) -> torch.Tensor:
+        """region [B,1,H,W] (with blend): where the output may differ from the reference (`motion_region`)."""
         y = self.decoder([self.appearance(torch.cat([ref, ref_cond], 1)), self.pose(cond)])
-        return blend_output(y, ref, self.blend)
+        return blend_output(y, ref, self.blend, region)
 
     def embed(self, image: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.appearance.embed(torch.cat([image, cond], 1))
@@ -81,19 +86,27 @@ class SkeletonCGAN(Method):
     def __init__(self, cfg: SkeletonCGANConfig, info):
         super().__init__(cfg, info)
         c = info["cond_channels"]
-        self.generator = SiameseUNet(c, cfg.width, cfg.depth, cfg.blend)
+        self.generator = SiameseUNet(c, cfg.width, cfg.depth, cfg.blend, 0.0 if cfg.region else -3.0)
         self.discriminator = PatchDiscriminator(3 + c + 3, cfg.d_width, cfg.d_layers)
         self._fake = None
 
     def parameters_for(self, phase):
         return list((self.discriminator if phase == "d" else self.generator).parameters())
 
-    def forward(self, ref, ref_cond, cond):
-        """Reference [B,3,H,W] + its skeleton, target skeleton [B,C,H,W] -> [B,3,H,W]."""
-        return self.generator(ref, ref_cond, cond)
+    def forward(self, ref, ref_cond, cond, ref_joints=None, joints=None):
+        """Reference [B,3,H,W] + its skeleton, target skeleton [B,C,H,W] -> [B,3,H,W]. With --region the reference
+        and target joints [B,33,2] (pixels) give the region that may change (`motion_region`)."""
+        region = None
+        if self.cfg.blend and self.cfg.region:
+            if ref_joints is None or joints is None:
+                raise NeuralRenderError("skeleton-cgan with --region needs the reference and target joints")
+            H, W = ref.shape[-2:]
+            k = H / 64
+            region = motion_region(ref_joints, joints, H, W, self.cfg.region_sigma * k, self.cfg.region_tau * k)
+        return self.generator(ref, ref_cond, cond, region)
 
     def generate(self, batch: dict) -> torch.Tensor:
-        return self(batch["ref_image"], batch["ref_cond"], batch["cond"])
+        return self(batch["ref_image"], batch["ref_cond"], batch["cond"], batch["ref_joints"], batch["joints"])
 
     def loss(self, phase, batch, step):
         ref, cond, real = batch["ref_image"], batch["cond"], batch["image"]
@@ -110,7 +123,7 @@ class SkeletonCGAN(Method):
         total = self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1
         logs = {"g_adv": adv.item(), "l1": l1.item()}
         if self.cfg.lambda_triplet > 0 and ref.shape[0] > 1:
-            prev = self(ref, batch["ref_cond"], batch["prev_cond"])
+            prev = self(ref, batch["ref_cond"], batch["prev_cond"], batch["ref_joints"], batch["prev_joints"])
             anchor = self.generator.embed(fake, cond)
             pos = self.generator.embed(prev, batch["prev_cond"])
             neg = self.generator.embed(ref.roll(1, 0), batch["ref_cond"].roll(1, 0))  # another clip / time
