@@ -18,7 +18,7 @@ from neuralrender.faces.model import FaceModel, FaceParams, axis_angle_to_matrix
 from neuralrender.graphics.draw import gaussian_heatmaps
 
 __all__ = ["COND_CHANNELS", "EYE_IDS", "conditioning_maps", "stack_window", "eye_offsets_from_track",
-           "transfer_params", "edit_params", "face2face_composite", "cond_to_rgb"]
+           "transfer_params", "transfer_expression", "edit_params", "face2face_composite", "cond_to_rgb"]
 
 COND_CHANNELS = 5
 EYE_IDS = tuple(range(36, 48))
@@ -74,11 +74,29 @@ def cond_to_rgb(cond: torch.Tensor) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------- reenactment
-def transfer_params(source: FaceParams, target: FaceParams, pose: str = "relative") -> FaceParams:
+def transfer_expression(source: torch.Tensor, target: torch.Tensor, mode: str = "absolute") -> torch.Tensor:
+    """Source expression weights [T,E] carried over to a target whose tracked weights are [N,E]: 'absolute' (as
+    they are), 'relative' (the target's mean + the source's deviation from its own mean: the actors' resting faces
+    differ, and the blendshapes also absorb identity the 40 identity components miss) or 'normalised' (relative,
+    with each deviation scaled by the ratio of the target's to the source's standard deviation: the source's
+    expression mapped onto the range the target's renderer was trained on)."""
+    if mode == "absolute":
+        return source.clone()
+    ms, mt = source.mean(0, keepdim=True), target.mean(0, keepdim=True)
+    if mode == "relative":
+        return mt + (source - ms)
+    if mode == "normalised":
+        return mt + (source - ms) * target.std(0, keepdim=True) / source.std(0, keepdim=True).clamp_min(1e-6)
+    raise ValueError(f"transfer_expression: mode must be absolute, relative or normalised, got {mode!r}")
+
+
+def transfer_params(source: FaceParams, target: FaceParams, pose: str = "relative",
+                    expression: str = "absolute") -> FaceParams:
     """Full-head reenactment parameters: the target's identity, albedo, camera and (per-frame, cycled) lighting;
-    the source's expression; head pose by `pose`: 'relative' (the target's mean pose + the source's deviation
-    from its own mean pose; translation scaled by the depth ratio), 'source' (the source's absolute pose) or
-    'target' (the target's pose, cycled: expression-only transfer as in Face2Face). Returns len(source) frames."""
+    the source's expression (`transfer_expression(..., expression)`); head pose by `pose`: 'relative' (the
+    target's mean pose + the source's deviation from its own mean pose; translation scaled by the depth ratio),
+    'source' (the source's absolute pose) or 'target' (the target's pose, cycled: expression-only transfer as in
+    Face2Face). Returns len(source) frames."""
     T = source.batch_size
     cyc = torch.arange(T, device=source.rotation.device) % target.batch_size
     if pose == "target":
@@ -93,7 +111,8 @@ def transfer_params(source: FaceParams, target: FaceParams, pose: str = "relativ
     else:
         raise ValueError(f"transfer_params: pose must be relative, source or target, got {pose!r}")
     focal = target.focal[:1].expand(T) if target.focal.shape[0] else source.focal
-    return FaceParams(target.identity, source.expression, rot, trans, focal.clone(), target.sh[cyc], target.albedo)
+    expr = transfer_expression(source.expression, target.expression, expression)
+    return FaceParams(target.identity, expr, rot, trans, focal.clone(), target.sh[cyc], target.albedo)
 
 
 def edit_params(model: FaceModel, p: FaceParams, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
