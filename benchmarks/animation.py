@@ -3,6 +3,7 @@
     python benchmarks/animation.py speed [--sizes 64 256] [--steps 3]     # training it/s, animation fps, peak memory
     python benchmarks/animation.py eval RUN_DIR [RUN_DIR ...] [--step N]     # L1 / AKD / MKR / AED table (+ co-part)
     python benchmarks/animation.py compare --dataset weizmann --steps 1000 --variants x2face monkey-net fomm
+    python benchmarks/animation.py figures --root runs/animation_compare/weizmann    # docs images
 
 speed: each (method, size) row runs in its own subprocess (default model configs, batch 4 at 64^2 and 2 at 256^2,
 kp/seg scale 0.25 at 256^2 as in the paper) so that the peak-memory column (max RSS growth on CPU,
@@ -355,6 +356,70 @@ def cmd_compare(args) -> None:
         print(f"note: {n}")
 
 
+# --- figures for docs/methods/animation.md ------------------------------------------------------------
+
+@torch.no_grad()
+def cmd_figures(args) -> None:
+    """Reconstruction of the first held-out clip by every variant under --root (driving | variants...) as a
+    GIF and a PNG of a few frames; for a copart run also its parts on every clip and a part swap."""
+    import torch.nn.functional as F
+
+    from neuralrender.io.images import save_grid
+    from neuralrender.io.video import write_video
+    from neuralrender.train.trainer import load_run
+
+    root, out = Path(args.root), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = root.name
+    panels, names, copart = [], [], None
+    for name in args.variants:
+        run = root / name
+        if not (run / "checkpoints" / "last.safetensors").is_file():
+            print(f"skip {run}: no checkpoint")
+            continue
+        model, bundle, _, _ = load_run(str(run), device="cpu")
+        clip = _test_clips(bundle)[0][: args.frames].float().div(255)
+        if not panels:
+            panels, names = [clip[:1].expand_as(clip), clip], ["source", "driving"]
+        panels.append(reconstruct_clips(model, [clip.mul(255).round().byte()], torch.device("cpu"))[0])
+        names.append(name)
+        if hasattr(model, "segment"):
+            copart = (model, bundle)
+    if not panels:
+        raise SystemExit(f"no runs under {root}")
+    strip = torch.cat(panels, -1).clamp(0, 1)
+    strip = F.interpolate(strip, scale_factor=args.scale, mode="nearest")
+    print("panels:", " | ".join(names))
+    gif = out / f"animation_{tag}_reconstruction.gif"
+    stride = args.gif_stride
+    while True:  # docs images stay under 1 MB: fewer frames until they do
+        write_video(strip[::stride], gif, fps=8 / stride * args.gif_stride)
+        if gif.stat().st_size < 1_000_000 or stride >= strip.shape[0]:
+            break
+        stride += 1
+    print("wrote", gif, f"({gif.stat().st_size / 1e6:.2f} MB, every {stride}th frame)")
+    pick = torch.linspace(0, strip.shape[0] - 1, 5).round().long()
+    print("wrote", save_grid(strip[pick], out / f"animation_{tag}_reconstruction.png", nrow=1))
+    if copart is not None:
+        model, bundle = copart
+        rows = []
+        for vid in bundle.val.videos:
+            x = vid[torch.linspace(0, vid.shape[0] - 1, 6).round().long()].float().div(255)
+            seg = model.segment(x)["segmentation"]
+            col = model.colorize(seg, x.shape[-2:])
+            fgm = (seg.argmax(1, keepdim=True) > 0).float()
+            fgm = F.interpolate(fgm, size=x.shape[-2:], mode="nearest")
+            rows.append(torch.cat([x, fgm * (0.6 * col + 0.4 * x) + (1 - fgm) * x], 0))
+        grid = F.interpolate(torch.cat(rows), scale_factor=args.scale, mode="nearest")
+        print("wrote", save_grid(grid, out / "animation_copart_parts.png", nrow=6))
+        v0, v1 = bundle.val.videos[0], bundle.val.videos[-1]
+        src = v0[torch.linspace(0, v0.shape[0] - 1, 4).round().long()].float().div(255)
+        tgt = v1[torch.linspace(0, v1.shape[0] - 1, 4).round().long()].float().div(255)
+        swap = model.part_swap(src, tgt, range(1, model.cfg.num_parts + 1))
+        grid = F.interpolate(torch.cat([src, tgt, swap]), scale_factor=args.scale, mode="nearest")
+        print("wrote", save_grid(grid, out / "animation_copart_swap.png", nrow=4))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_one":
         m, size, steps, device = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -382,8 +447,16 @@ def main() -> None:
     cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--out", default="runs/animation_compare")
     cp.add_argument("--device", default="cpu")
+    fg = sub.add_parser("figures", help="docs images from the runs of `compare`")
+    fg.add_argument("--root", default="runs/animation_compare/weizmann")
+    fg.add_argument("--variants", nargs="+", default=["x2face", "monkey-net", "fomm", "copart"])
+    fg.add_argument("--out", default="docs/figures")
+    fg.add_argument("--frames", type=int, default=48)
+    fg.add_argument("--gif-stride", type=int, default=2)
+    fg.add_argument("--scale", type=int, default=2)
     args = ap.parse_args()
-    {"speed": cmd_speed, "eval": cmd_eval, "compare": cmd_compare}[args.cmd](args)
+    torch.set_num_threads(1)
+    {"speed": cmd_speed, "eval": cmd_eval, "compare": cmd_compare, "figures": cmd_figures}[args.cmd](args)
 
 
 if __name__ == "__main__":

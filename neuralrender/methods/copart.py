@@ -41,7 +41,8 @@ class CopartConfig(AnimationDataConfig):
     seg_scale: float = field(default=0.5, metadata={"help": "the segmentation module sees the image scaled by this"})
     temperature: float = field(default=0.1, metadata={"help": "softmax temperature of the part maps"})
     estimate_affine: bool = field(default=True, metadata={"help": "per-part affine motion (off: translation only)"})
-    norm: str = field(default="batch", metadata={"help": "normalization layers"})
+    norm: str = field(default="group", metadata={"help": "batch | group | instance: group by default (batch, the papers', "
+                                                          "leaves a train/eval gap after short training)"})
     w_rec: float = field(default=10.0, metadata={"help": "weight of the multi-scale L1 reconstruction loss"})
     w_equi_value: float = field(default=10.0, metadata={"help": "weight of the shift equivariance loss"})
     w_equi_affine: float = field(default=10.0, metadata={"help": "weight of the affine equivariance loss"})

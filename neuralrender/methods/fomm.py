@@ -43,7 +43,8 @@ class FommConfig(AnimationDataConfig):
     kp_scale: float = field(default=0.5, metadata={"help": "the detector and dense motion see the image scaled by this"})
     temperature: float = field(default=0.1, metadata={"help": "soft-argmax temperature"})
     kp_variance: float = field(default=0.01, metadata={"help": "variance of keypoint Gaussians (normalized units)"})
-    norm: str = field(default="batch", metadata={"help": "normalization in all sub-networks (batch as in the paper)"})
+    norm: str = field(default="group", metadata={"help": "batch | group | instance: group by default (batch, the papers', "
+                                                          "leaves a train/eval gap after short training)"})
     w_rec: float = field(default=10.0, metadata={"help": "weight of the multi-scale L1 reconstruction loss"})
     w_equi_value: float = field(default=10.0, metadata={"help": "weight of the keypoint equivariance loss"})
     w_equi_jacobian: float = field(default=10.0, metadata={"help": "weight of the Jacobian equivariance loss"})

@@ -37,7 +37,8 @@ class MonkeyNetConfig(AnimationDataConfig):
     kp_scale: float = field(default=0.5, metadata={"help": "the detector and motion network see the image scaled by this"})
     temperature: float = field(default=0.1, metadata={"help": "soft-argmax temperature"})
     kp_variance: float = field(default=0.01, metadata={"help": "variance of keypoint Gaussians (normalized units)"})
-    norm: str = field(default="batch", metadata={"help": "normalization layers"})
+    norm: str = field(default="group", metadata={"help": "batch | group | instance: group by default (batch, the papers', "
+                                                          "leaves a train/eval gap after short training)"})
     w_rec: float = field(default=10.0, metadata={"help": "weight of the multi-scale L1 reconstruction loss"})
     w_equi_value: float = field(default=10.0, metadata={"help": "weight of the keypoint equivariance loss"})
     sigma_affine: float = field(default=0.05, metadata={"help": "std of the random affine part of the TPS"})

@@ -28,7 +28,8 @@ class X2FaceConfig(AnimationDataConfig):
     width: int = field(default=16, metadata={"help": "first-level channels of both U-Nets"})
     depth: int = field(default=4, metadata={"help": "down-samplings of both U-Nets"})
     max_features: int = field(default=128, metadata={"help": "channel cap"})
-    norm: str = field(default="batch", metadata={"help": "normalization of the U-Nets"})
+    norm: str = field(default="group", metadata={"help": "batch | group | instance: group by default (batch, the papers', "
+                                                          "leaves a train/eval gap after short training)"})
     w_rec: float = field(default=10.0, metadata={"help": "weight of the multi-scale L1 reconstruction loss"})
 
 
