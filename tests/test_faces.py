@@ -131,18 +131,41 @@ def test_bad_landmark_files_and_missing_frames(tmp_path):
     assert torch.allclose(interpolate_missing(x, lm.valid), torch.arange(5.0).view(5, 1, 1).expand(5, 68, 2))
 
 
-def test_dlib_path_missing_dependency(tmp_path):
-    pytest.importorskip("imageio")
-    try:
-        import dlib  # noqa: F401
-        pytest.skip("dlib installed: the missing-dependency path cannot be exercised")
-    except ImportError:
-        pass
+def test_dlib_path_missing_dependency(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if the `faces` extra were not installed
     from neuralrender.errors import MissingDependencyError
     from neuralrender.faces.landmarks import landmarks_for_video
 
     with pytest.raises(MissingDependencyError, match="faces"):
         landmarks_for_video(tmp_path / "clip.mp4", frames=torch.rand(2, 3, 16, 16))
+
+
+def test_dlib_detects_caches_and_reports_a_frame_without_face(tmp_path, shared_data):
+    """A video without a landmarks file: dlib's 68 points on every frame, a blank frame (no face) marked
+    invalid and interpolated, the result cached beside the video; it matches the shipped dlib68 array."""
+    import importlib.util
+
+    if importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("dlib / face_recognition_models not installed (extra 'faces')")
+    from neuralrender.faces.landmarks import landmarks_for_video, load_landmarks
+    from neuralrender.io.video import read_video, write_video
+
+    stem = shared_data / "videos" / "face_talking" / "driving_obama_weekly_address_256"
+    frames = read_video(f"{stem}.mp4", count=5).contiguous()  # NCHW in memory (dlib must still see the images)
+    frames[2] = 0.0
+    lm = landmarks_for_video(tmp_path / "clip.mp4", frames)
+    assert lm.source == "dlib" and lm.valid.tolist() == [True, True, False, True, True]
+    given = load_landmarks(f"{stem}_landmarks.npz").landmarks[:5]
+    ok = lm.valid
+    assert float((lm.landmarks[ok] - given[ok]).abs().max()) <= 2.0  # same detector (frames re-read, no re-encode)
+    assert torch.allclose(lm.landmarks[2], 0.5 * (lm.landmarks[1] + lm.landmarks[3]))
+    cached = load_landmarks(tmp_path / "clip_landmarks.npz", 5)  # the cache, read back with the same convention
+    assert torch.allclose(cached.landmarks, lm.landmarks) and cached.valid.tolist() == lm.valid.tolist()
+    write_video(frames, tmp_path / "clip2.mp4", fps=25)
+    again = landmarks_for_video(tmp_path / "clip2.mp4")  # decoded from the file, detected, cached
+    assert again.valid.tolist() == [True, True, False, True, True]
 
 
 # ------------------------------------------------------------------------------------------ tracking
