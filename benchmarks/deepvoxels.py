@@ -1,15 +1,20 @@
-"""DeepVoxels vs pix2pix-nearest: quality under one wall-clock budget, multi-view consistency, speed.
+"""DeepVoxels vs pix2pix-nearest (and neural textures): quality under one CPU budget, consistency, speed.
 
-    python benchmarks/deepvoxels.py compare --data spot --minutes 15 [--threads 1] [--out runs/bench_deepvoxels]
+    python benchmarks/deepvoxels.py compare --data spot --cpu-minutes 8 [--steps N] [--threads 1]
+        [--methods deepvoxels pix2pix-nearest neural-textures] [--set '{"neural-textures": {...}}']
     python benchmarks/deepvoxels.py speed [--data spot] [--sizes 128 256] [--steps 3]
 
-compare: trains both methods on the same posed dataset for the same wall-clock budget (one process each,
-run one after the other, torch threads fixed), then reports test-split PSNR / SSIM (LPIPS when available),
+compare: trains each method on the same posed dataset with the same budget, one after the other in this
+process with torch threads fixed (default 1): `--cpu-minutes` counts the CPU time of the training steps
+(time.process_time, so it is fair under a shared, loaded machine: data loading and evaluation are not
+counted), `--steps` counts steps; with both, whichever ends first. neural-textures (it needs a mesh) is
+skipped on captures without one. Then it reports test-split PSNR / SSIM (LPIPS when available),
 DeepVoxels' depth error, and on a 24-frame orbit the temporal warping error: consecutive frames are related
 by the flow that the known cameras and the scene's true depth give (built scenes are re-rendered on the
 orbit for that depth; graphics.flow.rigid_flow), frame t-1 is warped into frame t and the mean squared
 difference on pixels visible in both is reported x1000 (graphics.flow.warping_error). It writes
-results.json and images (test views side by side, depth maps) into --out.
+results.json and images into --out/<data>: test_views.png (rows: target, each method, DeepVoxels' learned
+depth, the true depth), orbit.png (rows: truth, each method), orbit_depth_truth_deepvoxels.png.
 speed: training it/s, render fps and peak memory (CUDA: max allocated; CPU: peak RSS) at each size, and the
 share of a training step spent in lifting / 3D nets / projection / 2D nets (torch profiler record_function
 scopes over the method's own calls).
@@ -73,21 +78,36 @@ def orbit_truth(data_root: str, cams: Cameras):
 
 
 # ------------------------------------------------------------------------------------------ training
-def train_for(method: str, data: str, out: Path, seconds: float, threads: int, overrides: dict) -> tuple:
+def method_overrides(method: str, data: str, image_size: int) -> dict:
+    """Flags that make `method` train at `image_size` on `data` (neural-textures takes a downscale factor)."""
+    if method != "neural-textures":
+        return {"image_size": image_size}
+    from neuralrender.data.view_pairs import downscale_for, resolve_posed
+    from neuralrender.io.posed import load_transforms
+
+    full = load_transforms(resolve_posed(data), "train")
+    return {"downscale": downscale_for(full.width, full.height, image_size)}
+
+
+def train_for(method: str, data: str, out: Path, cpu_seconds: float | None, steps: int | None, threads: int,
+              overrides: dict) -> tuple:
+    """Train `method` until `steps` steps or `cpu_seconds` of CPU time (time.process_time of this process,
+    training steps only: data loading and evaluation are not counted) -> (trainer, test metrics, budget)."""
     shutil.rmtree(out, ignore_errors=True)
     _, tcfg, mcfg = build_configs(method, {}, {"data": data, "out": str(out), "threads": threads, "quiet": True,
-                                               "steps": 10**9, "eval_batches": 0, **overrides})
+                                               "steps": steps or 10**9, "eval_batches": 0, **overrides})
     tr = Trainer(method, tcfg, mcfg)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(run_config_dict(method, tcfg, mcfg), out / "config.yaml")  # so `--reuse` / load_run can reload it
-    t0 = time.time()
+    c0, t0 = time.process_time(), time.time()
     with torch.enable_grad():
-        while time.time() - t0 < seconds:
+        while (steps is None or tr.step < steps) and (cpu_seconds is None or time.process_time() - c0 < cpu_seconds):
             tr.train_step()
-    elapsed = time.time() - t0
+    budget = {"steps": tr.step, "cpu_seconds": round(time.process_time() - c0, 1),
+              "wall_seconds": round(time.time() - t0, 1)}
     tr.save()
     ev = tr.evaluate()
-    return tr, ev, {"steps": tr.step, "seconds": elapsed}
+    return tr, ev, budget
 
 
 class Reloaded:
@@ -112,58 +132,97 @@ def lpips_of(model, ds, render_fn) -> float | None:
     return sum(vals) / len(vals)
 
 
+def render_test(method: str, model, batch) -> torch.Tensor:
+    """A method's test-view prediction [B,3,H,W] for a batch of its own test dataset."""
+    if method == "deepvoxels":
+        return model(model._cameras(batch))["rgb"]
+    if method == "pix2pix-nearest":
+        return model(*model._inputs(batch))
+    return model(model.cameras_of(batch))["rgb"]
+
+
+def render_orbit(method: str, model, cams: Cameras, train) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(rgb [T,3,H,W], learned depth [T,1,H,W] or None) of a method along cameras `cams`."""
+    if method == "deepvoxels":
+        rgb, depth = model.render_cameras(cams)
+        return rgb.cpu(), depth.cpu()
+    if method == "pix2pix-nearest":
+        return model.render_cameras(cams, train).cpu(), None
+    return model.render_cameras(cams).cpu(), None
+
+
+def has_mesh(data: str) -> bool:
+    from neuralrender.data.view_pairs import resolve_posed
+    from neuralrender.io.posed import load_transforms
+
+    return load_transforms(resolve_posed(data), "train").mesh_path is not None
+
+
 @torch.no_grad()
 def compare(args) -> dict:
     from neuralrender.io.images import save_grid
 
     out = Path(args.out) / Path(args.data).name
-    over = {"image_size": args.image_size}
-    results = {"data": args.data, "minutes": args.minutes, "threads": args.threads, "image_size": args.image_size}
-    frames = {}
+    methods = [m for m in args.methods if m != "neural-textures" or has_mesh(args.data)]
+    cpu_s = None if args.cpu_minutes is None else args.cpu_minutes * 60
+    results = {"data": args.data, "budget_per_method": {"cpu_minutes": args.cpu_minutes, "steps": args.steps},
+               "threads": args.threads, "image_size": args.image_size, "methods": methods}
+    frames, tests = {}, {}
     cams = truth = None
     old = json.loads((out / "results.json").read_text()) if args.reuse and (out / "results.json").is_file() else {}
-    for method in ("deepvoxels", "pix2pix-nearest"):
+    for method in methods:
         if args.reuse:  # evaluate the runs a previous `compare` trained (same numbers, e.g. after a metric change)
             tr = Reloaded(out / method)
             ev = evaluate_model(tr.model, tr.data.val, 1, next(tr.model.parameters()).device)
-            budget = {k: old.get(method, {}).get(k) for k in ("steps", "seconds")}
+            budget = {k: old.get(method, {}).get(k) for k in ("steps", "cpu_seconds", "wall_seconds")}
         else:
-            tr, ev, budget = train_for(method, args.data, out / method, args.minutes * 60, args.threads, over)
+            over = {**method_overrides(method, args.data, args.image_size), **dict(args.set.get(method, {}))}
+            m_cpu = over.pop("cpu_minutes", None)  # a per-method budget given through --set (stated in results)
+            m_cpu_s = cpu_s if m_cpu is None else float(m_cpu) * 60
+            tr, ev, budget = train_for(method, args.data, out / method, m_cpu_s, over.pop("steps", args.steps),
+                                       args.threads, over)
+            budget["overrides"] = over
         model = tr.model.eval()
-        info = tr.data.info
         if cams is None:
+            info = tr.data.info
             centre = (torch.as_tensor(info["bounds_min"]) + torch.as_tensor(info["bounds_max"])) / 2
             cams = camera_path(info["train_cameras"], "orbit", args.orbit_frames, centre)
             truth = orbit_truth(info["data"], cams)
-        if method == "deepvoxels":
-            rgb, depth = model.render_cameras(cams)
-            render_fn = lambda b: model(model._cameras(b))["rgb"]  # noqa: E731
-        else:
-            rgb, depth = model.render_cameras(cams, tr.data.train), None
-            render_fn = lambda b: model(*model._inputs(b))  # noqa: E731
-        frames[method] = (rgb.cpu(), None if depth is None else depth.cpu())
-        res = {**budget, **{k: round(v, 4) for k, v in ev.items()}, "lpips": lpips_of(model, tr.data.val, render_fn)}
+            near, far = float(info["near"]), float(info["far"])
+        rgb, depth = render_orbit(method, model, cams, tr.data.train)
+        frames[method] = (rgb, depth)
+        res = {**budget, **{k: round(v, 4) for k, v in ev.items()},
+               "lpips": lpips_of(model, tr.data.val, lambda b, _m=method, _o=model: render_test(_m, _o, b))}
         if truth is not None:
-            res["orbit_psnr"] = round(float(psnr(rgb.cpu(), truth[0]).mean()), 3)
-            res["orbit_ssim"] = round(float(ssim(rgb.cpu(), truth[0]).mean()), 4)
-            res["orbit_warp_error"] = round(orbit_warp_error(rgb.cpu(), truth[1], cams), 3)
+            res["orbit_psnr"] = round(float(psnr(rgb, truth[0]).mean()), 3)
+            res["orbit_ssim"] = round(float(ssim(rgb, truth[0]).mean()), 4)
+            res["orbit_warp_error"] = round(orbit_warp_error(rgb, truth[1], cams), 3)
         results[method] = res
-        # images: the first 4 test views (target | prediction [| depth | true depth])
-        batch = to_device(torch.utils.data.default_collate([tr.data.val[i] for i in range(min(4, len(tr.data.val)))]),
+        # the first 4 test views: targets, predictions (and DeepVoxels' learned / the true depth)
+        n = min(4, len(tr.data.val))
+        batch = to_device(torch.utils.data.default_collate([tr.data.val[i] for i in range(n)]),
                           next(model.parameters()).device)
-        r = model.render(batch)
-        for k, v in r.items():
-            save_grid(v.cpu().clamp(0, 1), out / f"{method}_{k}.png", nrow=v.shape[0])
+        tests[method] = render_test(method, model, batch).cpu()
+        tests.setdefault("target", batch["image"].cpu())
+        if method == "deepvoxels":
+            r = model.render(batch)
+            tests["deepvoxels_depth"] = r["depth"].cpu()
+            if "depth_true" in r:
+                tests["true_depth"] = r["depth_true"].cpu()
         print(method, json.dumps(res), flush=True)
+    rows = ["target", *methods] + [k for k in ("deepvoxels_depth", "true_depth") if k in tests]
+    save_grid(torch.cat([tests[k].expand(-1, 3, -1, -1) for k in rows]).clamp(0, 1), out / "test_views.png",
+              nrow=tests["target"].shape[0])
+    results["test_views_rows"] = rows
     if truth is not None:
         results["ground_truth_orbit_warp_error"] = round(orbit_warp_error(truth[0], truth[1], cams), 3)
-        strip = torch.cat([truth[0][::4], frames["deepvoxels"][0][::4], frames["pix2pix-nearest"][0][::4]])
-        save_grid(strip.clamp(0, 1), out / "orbit_truth_deepvoxels_pix2pix.png", nrow=len(truth[0][::4]))
-        dv_depth = frames["deepvoxels"][1]
-        near, far = float(info["near"]), float(info["far"])
-        dimg = lambda d: (1 - (d - near) / (far - near)).clamp(0, 1) * (d > 0)  # noqa: E731
-        save_grid(torch.cat([dimg(truth[1][::4]), dimg(dv_depth[::4])]), out / "orbit_depth_truth_deepvoxels.png",
-                  nrow=len(truth[0][::4]))
+        strip = torch.cat([truth[0][::4]] + [frames[m][0][::4] for m in methods])
+        save_grid(strip.clamp(0, 1), out / "orbit.png", nrow=len(truth[0][::4]))
+        results["orbit_rows"] = ["truth", *methods]
+        if "deepvoxels" in frames:
+            dimg = lambda d: (1 - (d - near) / (far - near)).clamp(0, 1) * (d > 0)  # noqa: E731
+            save_grid(torch.cat([dimg(truth[1][::4]), dimg(frames["deepvoxels"][1][::4])]).expand(-1, 3, -1, -1),
+                      out / "orbit_depth_truth_deepvoxels.png", nrow=len(truth[0][::4]))
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -261,7 +320,15 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compare")
     c.add_argument("--data", default="spot")
-    c.add_argument("--minutes", type=float, default=15.0)
+    c.add_argument("--cpu-minutes", type=float, default=None,
+                   help="budget per method: CPU minutes of training steps (time.process_time, --threads 1)")
+    c.add_argument("--steps", type=int, default=None, help="budget per method: training steps (with or instead of "
+                                                           "--cpu-minutes, whichever ends first)")
+    c.add_argument("--methods", nargs="+", default=["deepvoxels", "pix2pix-nearest", "neural-textures"],
+                   help="neural-textures is skipped on data without a mesh")
+    c.add_argument("--set", type=json.loads, default={},
+                   help='per-method config overrides as JSON, e.g. \'{"pix2pix-nearest": {"lr": 1e-3}}\'; the keys '
+                        '"cpu_minutes" and "steps" set that method\'s own budget')
     c.add_argument("--image-size", type=int, default=128)
     c.add_argument("--orbit-frames", type=int, default=24)
     c.add_argument("--threads", type=int, default=1)
@@ -275,6 +342,8 @@ def main(argv=None) -> int:
     s.add_argument("--device", default="auto")
     s.add_argument("--out", default="runs/bench_deepvoxels")
     args = p.parse_args(argv)
+    if args.cmd == "compare" and args.cpu_minutes is None and args.steps is None:
+        p.error("compare needs a budget: --cpu-minutes and/or --steps")
     torch.set_num_threads(args.threads)
     res = compare(args) if args.cmd == "compare" else speed(args)
     print(json.dumps(res, indent=1))

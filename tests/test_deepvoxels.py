@@ -97,6 +97,22 @@ def test_smoke_shapes_checkpoint_round_trip(scene, tmp_path):
     assert all(p.stat().st_size > 0 for p in written)
 
 
+def test_grid_is_a_parameter_with_its_own_lr_or_the_papers_buffer(scene, tmp_path):
+    tr = trainer(scene, tmp_path / "p", 2, ckpt_every=0, grid_lr=0.05, lr=1e-3)
+    groups = tr.opts["g"].param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 0.05] and groups[1]["params"] == [tr.model.grid]
+    z = torch.sigmoid(tr.model.gru.gates.bias[:8])
+    assert torch.allclose(z, torch.full_like(z, 1 / (1 + math.exp(2.0))))  # update gate starts mostly closed
+    before = tr.model.grid.detach().clone()
+    tr.train_step()
+    assert not torch.equal(before, tr.model.grid.detach())
+    # with grid_lr = 0 (the paper) the grid is a buffer that only the GRU writes
+    tb = trainer(scene, tmp_path / "b", 2, ckpt_every=0, grid_lr=0)
+    assert "grid" in dict(tb.model.named_buffers()) and all(p is not tb.model.grid for p in tb.model.parameters())
+    tb.train_step()
+    assert tb.model.grid.abs().sum() > 0
+
+
 def test_resume_matches_uninterrupted(scene, tmp_path):
     trainer(scene, tmp_path / "full", 4, ckpt_every=2).run()
     trainer(scene, tmp_path / "part", 2, ckpt_every=2).run()

@@ -194,3 +194,29 @@ def test_downscale_for():
     assert downscale_for(512, 512, 128) == 4
     assert downscale_for(480, 270, 128) == 3  # 160x90: the largest common divisor keeping >= 128
     assert downscale_for(100, 60, 400) == 1
+
+
+def _sync_worker(rank: int, world: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from neuralrender.methods.deepvoxels import sync_grid
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    grid = torch.full((1, 2, 3, 3, 3), float(rank + 1))
+    sync_grid(grid)
+    out[rank] = grid.mean().item()
+    dist.destroy_process_group()
+
+
+def test_sync_grid_averages_the_persistent_grid_over_processes():
+    """torchrun: each process integrated different source views; after sync_grid all hold the mean grid."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_sync_worker, args=(2, port, out), nprocs=2, join=True)
+    assert dict(out) == {0: 1.5, 1: 1.5}

@@ -52,6 +52,21 @@ class DeepVoxelsConfig:
     bounds: str = field(default="auto", metadata={"help": "grid box 'xmin,ymin,zmin,xmax,ymax,zmax' or 'auto' (from the cameras)"})
     bounds_margin: float = field(default=1.0, metadata={"help": "scale of the auto box"})
     adv_weight: float = field(default=0.0, metadata={"help": "weight of the PatchGAN loss (0 = L1 only, the CPU default)"})
+    gate_bias: float = field(default=-2.0, metadata={"help": "initial bias of the GRU's update gate (negative: each step "
+                                                             "changes the persistent grid a little; 0 = a plain GRU)"})
+    grid_lr: float = field(default=0.1, metadata={"help": "Adam learning rate of the persistent grid: it is then also a "
+                                                           "parameter, refined by gradient descent on top of the GRU "
+                                                           "integration (0 = the paper: a buffer only the GRU writes)"})
+
+
+def sync_grid(grid: torch.Tensor) -> None:
+    """Under torch.distributed (torchrun), average the persistent grid over the processes after each GRU
+    write (each integrated different source views), so every process keeps the same grid."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(grid, op=dist.ReduceOp.SUM)
+        grid.div_(dist.get_world_size())
 
 
 @register("deepvoxels")
@@ -80,13 +95,21 @@ class DeepVoxels(Method):
         self.near, self.far = float(info["near"]), float(info["far"])
         self.register_buffer("bounds_min", torch.as_tensor(info["bounds_min"]).float().clone())
         self.register_buffer("bounds_max", torch.as_tensor(info["bounds_max"]).float().clone())
-        self.register_buffer("grid", torch.zeros(1, C, n, n, n))  # the persistent grid (GRU hidden state)
+        grid = torch.zeros(1, C, n, n, n)  # the persistent grid (the GRU's hidden state)
+        if cfg.grid_lr > 0:
+            self.grid = torch.nn.Parameter(grid)
+        else:
+            self.register_buffer("grid", grid)
         self.register_buffer("mean_image", torch.as_tensor(info["mean_image"]).float().clone())
         self.extractor = UNet(3, C, width=cfg.extractor_width, depth=3, max_width=64, out_act="none")
         self.gru = ConvGRUCell(C, C, kernel=3, dims=3)
+        with torch.no_grad():
+            self.gru.gates.bias[:C].fill_(cfg.gate_bias)  # the update gate z is the first C gate channels
         self.inpaint = UNet3d(C, C, width=cfg.unet3d_width, depth=cfg.unet3d_depth, residual=True)
         self.occlusion = OcclusionNet(C, hidden=cfg.occlusion_hidden)
         self.renderer = UNet(C, 3, width=cfg.render_width, depth=cfg.render_depth, max_width=256, up="bilinear")
+        with torch.no_grad():  # start from the training images' mean colour instead of 0.5 gray
+            self.renderer.head.bias.copy_(torch.logit(self.mean_image.mean((1, 2)).clamp(0.02, 0.98)))
         self.disc = None
         if cfg.adv_weight > 0:
             from neuralrender.nn.discriminators import PatchDiscriminator
@@ -143,7 +166,10 @@ class DeepVoxels(Method):
     def parameters_for(self, phase: str):
         if phase == "d":
             return list(self.disc.parameters()) if self.disc is not None else [self.bounds_min.new_zeros(1, requires_grad=True)]
-        return [p for n, p in self.named_parameters() if not n.startswith("disc.")]
+        nets = [p for n, p in self.named_parameters() if not n.startswith("disc.") and n != "grid"]
+        if isinstance(self.grid, torch.nn.Parameter):
+            return [{"params": nets}, {"params": [self.grid], "lr": self.cfg.grid_lr}]
+        return nets
 
     def _step(self, batch: dict) -> dict[str, torch.Tensor]:
         B, S = batch["src_image"].shape[:2]
@@ -155,6 +181,7 @@ class DeepVoxels(Method):
         if self.training:
             with torch.no_grad():
                 self.grid.copy_(grid.detach())
+                sync_grid(self.grid)
         return self.project(grid, self._cameras(batch))
 
     def loss(self, phase, batch, step):
