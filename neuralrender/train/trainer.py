@@ -142,7 +142,8 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------------
     def _ema_params(self):
-        ids = {id(p) for p in self.model.parameters_for("g")}
+        ids = {id(q) for p in self.model.parameters_for("g")  # parameters or optimizer param-group dicts
+               for q in (p["params"] if isinstance(p, dict) else [p])}
         return [(n, p) for n, p in self.model.named_parameters() if id(p) in ids]
 
     def state(self) -> tuple[dict, dict]:
