@@ -9,14 +9,16 @@ occlusion-masked) of the output and of the real frames, the train mean image's P
 3D (an object moved, an object duplicated) on the held-out camera path and reports the edited object's mask
 IoU: a small segmentation U-Net trained on the real training frames labels the generated frames, and its mask
 of the object is compared with the rasterized edited labels (its IoU on the real edited renders is the
-ceiling). Runs resume after a kill (each method's run directory keeps checkpoints).
+ceiling; it is trained on the training frames plus real renders of randomly rearranged scenes from the training
+cameras, never on held-out views or generated frames). Runs resume after a kill (each method's run directory keeps checkpoints).
 
     python benchmarks/cond2d.py compare --task scene --steps 1000 --batch 4 --out runs/cond2d/scene
     python benchmarks/cond2d.py compare --task face --steps 1000 --batch 4 --out runs/cond2d/face
 
 speed: for each method at 128^2 and 256^2 (default model configs, batch 1, 6 condition channels = the labels -> scene
 task) it prints training iterations per second (one d + g step through the method's own `loss`), inference
-frames per second (`generate_clip` on an 8-frame clip, vid2vid sequentially) and the peak memory: CUDA
+frames per second (`generate_clip` on an 8-frame clip, vid2vid sequentially) — on CPU per CPU second of this
+process (one torch thread by default, so the rates do not depend on the machine's load) — and the peak memory: CUDA
 max_memory_allocated on a GPU, else the increase of the process's peak resident set size during the row.
 
     python benchmarks/cond2d.py speed                 # CPU, 128 and 256
@@ -87,21 +89,22 @@ def run(name: str, size: int, iters: int, device) -> dict:
     step(-1)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    clock = time.perf_counter if device.type == "cuda" else time.process_time  # CPU: CPU seconds (fair under load)
+    t0 = clock()
     for k in range(iters):
         step(k)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    it_s = iters / (time.perf_counter() - t0)
+    it_s = iters / (clock() - t0)
     model.eval()
     args = (eval_batch["cond"], eval_batch["inst"]) if name == "pix2pixhd" else (eval_batch["cond"],)
     model.generate_clip(*args)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(iters):
         model.generate_clip(*args)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    fps = iters * 8 / (time.perf_counter() - t0)
+    fps = iters * 8 / (clock() - t0)
     peak = _peak_mb(device) - (0 if device.type == "cuda" else base)
     params = sum(p.numel() for p in model.generator.parameters()) / 1e6
     return {"method": name, "size": size, "train_clip": T, "it_s": it_s, "fps": fps, "peak_mb": peak, "g_params_m": params}
@@ -135,6 +138,30 @@ def method_overrides(name: str, a) -> dict:
     return {**common, **own}
 
 
+def segmenter_frames(spec, cams, seed: int, layouts: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real renders (images, labels) for the segmenter beyond the training path: the scene with its objects at
+    random places (each moved by up to 1.2 in x and z; every other layout also duplicates one object), seen from
+    every other training camera. Held-out cameras are never used."""
+    from neuralrender.data.conditions import edit_scene_spec, render_scene_labels
+
+    g = torch.Generator().manual_seed(seed + 1)
+    movable = [o.name for o in spec.objects if o.name != "floor"]
+    ims, labs = [], []
+    for i in range(layouts):
+        s = spec
+        for name in movable:
+            dx, dz = (torch.rand(2, generator=g) * 2.4 - 1.2).tolist()
+            s, _ = edit_scene_spec(s, "move", name, (dx, 0.0, dz))
+        if i % 2:
+            name = movable[int(torch.randint(len(movable), (1,), generator=g))]
+            dx, dz = (torch.rand(2, generator=g) * 2.4 - 1.2).tolist()
+            s, _ = edit_scene_spec(s, "duplicate", name, (dx, 0.0, dz))
+        r = render_scene_labels(s, cams[i % 2::2])
+        ims.append(r.images)
+        labs.append(r.labels)
+    return torch.cat(ims), torch.cat(labs)
+
+
 def edit_check(models: dict, bundle, a, out: Path) -> dict:
     """Mask IoU of the edited object in each model's output on the held-out camera path (scene task)."""
     import dataclasses
@@ -149,13 +176,14 @@ def edit_check(models: dict, bundle, a, out: Path) -> dict:
     n = len(seq)
     n_test = math.ceil(0.2 * n)
     t0 = time.process_time()
-    segment = fit_segmenter(seq.target[: n - n_test], seq.instances[: n - n_test], k, steps=a.seg_steps,
-                            seed=a.seed)
-    res: dict = {"segmenter_cpu_s": time.process_time() - t0}
+    spec = dataclasses.replace(load_scene("default"), shadows=info["spec"].shadows)
+    images, labels = segmenter_frames(spec, info["cameras"][: n - n_test], a.seed)
+    images, labels = torch.cat([seq.target[: n - n_test], images]), torch.cat([seq.instances[: n - n_test], labels])
+    segment = fit_segmenter(images, labels, k, steps=a.seg_steps, seed=a.seed)
+    res: dict = {"segmenter_cpu_s": time.process_time() - t0, "segmenter_frames": images.shape[0]}
     held = segment(seq.target[n - n_test:])
     res["segmenter_miou_real_heldout"] = sum(mask_iou(held, seq.instances[n - n_test:], c) for c in range(k)) / k
     cams = info["cameras"][n - n_test:]
-    spec = dataclasses.replace(load_scene("default"), shadows=info["spec"].shadows)
     for edit, obj, by in EDITS:
         new_spec, label = edit_scene_spec(spec, edit, obj, by)
         r = render_scene_labels(new_spec, cams)
@@ -172,6 +200,24 @@ def edit_check(models: dict, bundle, a, out: Path) -> dict:
         save_grid(strip[:: max(1, n_test // 4)], out / f"edit_{edit}.png", nrow=1)
         res[edit] = row
     return res
+
+
+def side_by_side_all(models: dict, val, task: str, out: Path) -> None:
+    """compare.mp4 / compare.png: every held-out clip as condition | each method | ground truth."""
+    from torch.utils.data import default_collate
+
+    from neuralrender.io.images import save_grid
+    from neuralrender.io.video import write_video
+    from neuralrender.methods._cond2d import cond_to_rgb
+
+    batch = default_collate([val[i] for i in range(len(val))])
+    cond, inst = batch["cond"], batch["inst"]
+    panels = [cond_to_rgb(cond.flatten(0, 1), task)]
+    panels += [m.generate_clip(cond, inst).flatten(0, 1) for m in models.values()]
+    panels.append(batch["image"].flatten(0, 1))
+    strip = torch.cat(panels, -1)
+    write_video(strip, out / "compare.mp4", fps=8)
+    save_grid(strip[:: max(1, strip.shape[0] // 5)][:5], out / "compare.png", nrow=1)
 
 
 def compare(a) -> None:
@@ -199,6 +245,8 @@ def compare(a) -> None:
         tr.model.eval()
         models[name] = tr.model
     table = {"task": a.task, "size": a.size, "steps": a.steps, "batch": a.batch, "lr": a.lr, "methods": results}
+    with torch.no_grad():
+        side_by_side_all(models, tr.data.val, a.task, out)
     if a.task == "scene" and not a.no_edit:
         with torch.no_grad():
             table["edit"] = edit_check(models, _sequences(a.task, a.size, a.frames), a, out)
@@ -234,6 +282,7 @@ def main() -> None:
     sp.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     sp.add_argument("--iters", type=int, default=3)
     sp.add_argument("--device", default="cpu")
+    sp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     cp = ap.add_argument_group("compare")
     cp.add_argument("--task", choices=["scene", "face", "body"], default="scene")
     cp.add_argument("--steps", type=int, default=1000)
@@ -244,7 +293,7 @@ def main() -> None:
     cp.add_argument("--clip-len", type=int, default=4, help="vid2vid training clip length")
     cp.add_argument("--lr", type=float, default=2e-4)
     cp.add_argument("--seed", type=int, default=0)
-    cp.add_argument("--seg-steps", type=int, default=400, help="segmenter training steps (edit check)")
+    cp.add_argument("--seg-steps", type=int, default=1500, help="segmenter training steps (edit check)")
     cp.add_argument("--no-edit", action="store_true", help="skip the edited-scene check")
     cp.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="per-method config overrides")
     cp.add_argument("--out", default="runs/cond2d_compare")
@@ -253,7 +302,10 @@ def main() -> None:
         compare(a)
         return
     dev = torch.device(a.device)
-    print(f"device {dev}, torch threads {torch.get_num_threads()}, batch 1")
+    if dev.type == "cpu":
+        torch.set_num_threads(a.threads)
+    clock = "wall clock" if dev.type == "cuda" else "CPU seconds of this process (time.process_time)"
+    print(f"device {dev}, torch threads {torch.get_num_threads()}, batch 1, rates per {clock}")
     print(f"{'method':<10} {'size':>5} {'clip':>4} {'train it/s':>10} {'infer fps':>9} {'peak MB':>8} {'G params (M)':>12}")
     for size in a.sizes:
         for name in a.methods:

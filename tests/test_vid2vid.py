@@ -58,3 +58,23 @@ def test_learns_labels_to_scene(tmp_path):
     before = tr.evaluate()["psnr"]
     ev = tr.run()["eval"]
     assert ev["psnr"] >= before + 2.0, (before, ev)
+
+
+def test_mask_starts_from_the_warped_previous_frame():
+    """mask_bias: an untrained generator blends sigmoid(mask_bias) of the hallucination into the warped previous
+    frame (flow 0); the output consistency term is logged when lambda_temporal > 0."""
+    from neuralrender.methods.vid2vid import Vid2Vid, Vid2VidConfig
+
+    cfg = Vid2VidConfig(size=16, width=4, n_blocks=1, d_layers=1, d_width=4, mask_bias=-2.0)
+    model = Vid2Vid(cfg, {"cond_channels": 3, "mean_image": torch.zeros(3, 16, 16)}).eval()
+    out = model.generate(torch.rand(1, 3, 3, 16, 16))
+    assert torch.allclose(out["mask"][:, 1:], torch.sigmoid(torch.tensor(-2.0)).expand_as(out["mask"][:, 1:]))
+    assert bool((out["flow"] == 0).all())
+    batch = {"cond": torch.rand(1, 3, 3, 16, 16), "image": torch.rand(1, 3, 3, 16, 16),
+             "flow": torch.zeros(1, 3, 2, 16, 16), "flow_mask": torch.ones(1, 3, 1, 16, 16)}
+    model.train()
+    _, logs = model.loss("g", batch, 10_000)
+    assert logs["temporal"] >= 0
+    _, logs = Vid2Vid(Vid2VidConfig(size=16, width=4, n_blocks=1, d_layers=1, d_width=4, lambda_temporal=0),
+                      {"cond_channels": 3, "mean_image": torch.zeros(3, 16, 16)}).train().loss("g", batch, 10_000)
+    assert "temporal" not in logs

@@ -6,7 +6,10 @@ Frame t comes from the conditions t-L..t and the generated frames t-L..t-1 (L = 
 hallucination. Losses: L1, an image discriminator (multi-scale PatchGAN on condition + frame) with feature
 matching, a flow-conditioned multi-scale video discriminator over K consecutive frames
 (neuralrender.nn.discriminators.VideoDiscriminator), the flow loss |w - w_gt| and the warp loss
-|warp(x_{t-1}, w) - x_t| (both masked by the ground-truth flow's validity). The ground-truth flow is the
+|warp(x_{t-1}, w) - x_t| (both masked by the ground-truth flow's validity). Two additions to the paper, both
+flags: the occlusion mask starts at sigmoid(`mask_bias`) = 0.12, i.e. mostly the warped previous frame, and
+an output consistency term |x_t - warp(x_{t-1}, w_gt)| on the generated frames (`lambda_temporal`; at our CPU
+budgets the paper's losses alone left the mask near 1 and the output flickered more than pix2pixHD's). The ground-truth flow is the
 graphics core's exact flow for rendered scenes and OpenCV DIS for real videos (neuralrender.data.conditions).
 
 Progressive training: spatially, the first `spatial_steps` steps run at half resolution (inputs and flows
@@ -55,6 +58,11 @@ class Vid2VidConfig(CondTaskConfig):
     lambda_video: float = field(default=1.0, metadata={"help": "video discriminator weight"})
     lambda_flow: float = field(default=10.0, metadata={"help": "flow loss weight (|w - w_gt|, pixels)"})
     lambda_warp: float = field(default=10.0, metadata={"help": "warp loss weight"})
+    lambda_temporal: float = field(default=10.0, metadata={
+        "help": "output consistency weight: |x_t - warp(x_{t-1}, w_gt)| on the generated frames, masked (0 = off; "
+                "not in the paper)"})
+    mask_bias: float = field(default=-2.0, metadata={
+        "help": "initial logit of the occlusion mask (-2: start mostly from the warped previous frame; 0: 50/50)"})
 
 
 def progressive_schedule(step: int, spatial_steps: int, clip_start: int, clip_len: int,
@@ -90,6 +98,8 @@ class Vid2Vid(Method):
         super().__init__(cfg, info)
         c = info["cond_channels"]
         self.generator = SequentialGenerator(c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks)
+        with torch.no_grad():  # the head's last conv is zero-initialised: flow 0, mask = sigmoid(mask_bias)
+            self.generator.head_flow[1].bias[2] = cfg.mask_bias
         self.d_image = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.d_video = VideoDiscriminator(3, cfg.k_frames, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.register_buffer("mean_image", info["mean_image"].float().clone())
@@ -180,8 +190,13 @@ class Vid2Vid(Method):
         warped_real = warp(real[:, :-1].flatten(0, 1), w, padding="border")
         warp_l = ((warped_real - real[:, 1:].flatten(0, 1)).abs().mean(1, keepdim=True) * m).sum() / denom
         total = c.lambda_gan * adv + fm + c.lambda_l1 * l1 + c.lambda_flow * flow_l + c.lambda_warp * warp_l
+        if c.lambda_temporal > 0:  # the previous generated frame is detached: this pulls x_t towards it
+            warped_fake = warp(fake[:, :-1].detach().flatten(0, 1), gt_flow[:, 1:].flatten(0, 1), padding="border")
+            temp_l = ((warped_fake - fake[:, 1:].flatten(0, 1)).abs().mean(1, keepdim=True) * m).sum() / denom
+            total = total + c.lambda_temporal * temp_l
         logs = {"g_adv": adv.item(), "feat_match": fm.item(), "l1": l1.item(), "flow": flow_l.item(),
-                "warp": warp_l.item(), "clip_len": float(real.shape[1]), "scale": float(real.shape[-1] / batch["image"].shape[-1])}
+                "warp": warp_l.item(),
+                **({"temporal": temp_l.item()} if c.lambda_temporal > 0 else {}), "clip_len": float(real.shape[1]), "scale": float(real.shape[-1] / batch["image"].shape[-1])}
         if use_video:
             fw, fl = self._video_windows(fake, gt_flow)
             rw, _ = self._video_windows(real, gt_flow)
