@@ -2,8 +2,9 @@
 reference, trained here with equal budgets (same steps, batch and learning rate per comparison, one torch
 thread; the CPU seconds of each run are recorded), evaluated on held-out data and tabulated.
 
-    python benchmarks/motion.py all --steps 300 --out runs/motion_bench          # train (skips finished runs) + eval
+    python benchmarks/motion.py all --out runs/motion_bench      # train (skips finished runs) + eval
     python benchmarks/motion.py train --steps 300 --out runs/motion_bench --only skeleton-cgan deformable-gan
+    python benchmarks/motion.py all --p2b-steps 1000 --set seed=1 --out runs/motion_bench_seed1
     python benchmarks/motion.py eval --out runs/motion_bench                      # tables from the runs
 
 Runs (each in OUT/<name>, a normal run directory; extra flags go to every run of the group, e.g. --seed 1):
@@ -55,27 +56,28 @@ def _parse_value(v: str):
     return {"true": True, "false": False}.get(v.lower(), v)
 
 
-def train(names, out: Path, steps: int, extra: dict) -> None:
+def train(names, out: Path, steps: int, p2b_steps: int, extra: dict) -> None:
     from neuralrender.train.trainer import Trainer, build_configs
 
     torch.set_num_threads(1)
     for name in names:
         method, over = RUNS[name]
+        n_steps = p2b_steps if name in P2B else steps
         run_dir = out / name
         done = run_dir / "cpu.json"
-        if done.exists() and json.loads(done.read_text()).get("steps") == steps:
+        if done.exists() and json.loads(done.read_text()).get("steps") == n_steps:
             print(f"{name}: already trained ({done})")
             continue
         resume = (run_dir / "checkpoints" / "last.safetensors").exists()
-        _, t, m = build_configs(method, {}, {**over, **extra, "steps": steps, "threads": 1, "eval_every": 0,
+        _, t, m = build_configs(method, {}, {**over, **extra, "steps": n_steps, "threads": 1, "eval_every": 0,
                                              "quiet": True, "out": str(run_dir), "resume": resume})
         cpu0, wall0 = time.process_time(), time.time()
         Trainer(method, t, m).run()
         prev = json.loads(done.read_text()) if done.exists() else {"cpu_s": 0.0, "wall_s": 0.0}
-        rec = {"steps": steps, "batch_size": t.batch_size, "lr": t.lr, "threads": 1,
+        rec = {"steps": n_steps, "batch_size": t.batch_size, "lr": t.lr, "threads": 1,
                "cpu_s": prev["cpu_s"] + time.process_time() - cpu0, "wall_s": prev["wall_s"] + time.time() - wall0}
         done.write_text(json.dumps(rec))
-        print(f"{name}: {steps} steps, {rec['cpu_s']:.0f} CPU s")
+        print(f"{name}: {n_steps} steps, {rec['cpu_s']:.0f} CPU s")
 
 
 def _collate_all(ds, lo=0, hi=None):
@@ -132,6 +134,7 @@ def eval_transfer(out: Path, pose: bool) -> dict:
                        {"real frames": real, **outputs}.items()}
     res["cpu"] = {n: json.loads((out / n / "cpu.json").read_text()) for n in models if (out / n / "cpu.json").exists()}
     _figure_transfer(out / "transfer.png", ref, real, {n: outputs[n] for n in models}, dist)
+    _gif(out / "transfer.gif", torch.cat([ref, real, *[outputs[n] for n in models]], -1)[::2])
     return res
 
 
@@ -160,6 +163,7 @@ def eval_pose2body(out: Path, pose: bool) -> dict:
             res["pose"]["real frames"] = _pose_accuracy(batch["image"].flatten(0, 1), batch["joints"].flatten(0, 1),
                                                         batch["observed"].flatten(0, 1))
         _figure_p2b(out / "pose2body.png", batch, videos)
+        _gif(out / "pose2body.gif", torch.cat([batch["cond"], batch["image"], *videos.values()], -1).flatten(0, 1))
     return res
 
 
@@ -168,6 +172,14 @@ def _save_png(path: Path, img: torch.Tensor, scale: int = 2) -> None:
 
     img = img.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
     iio.imwrite(path, (img.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy())
+
+
+def _gif(path: Path, frames: torch.Tensor, scale: int = 2, fps: float = 8.0) -> None:
+    """frames [T,3,H,W] -> an animated GIF (looping)."""
+    import imageio.v3 as iio
+
+    f = frames.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+    iio.imwrite(path, (f.clamp(0, 1).permute(0, 2, 3, 1) * 255).round().byte().numpy(), duration=1000 / fps, loop=0)
 
 
 def _figure_transfer(path, ref, real, outputs, dist) -> None:
@@ -249,7 +261,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["train", "eval", "all"])
     ap.add_argument("--out", default="runs/motion_bench")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=300, help="training steps of skeleton-cgan and deformable-gan")
+    ap.add_argument("--p2b-steps", type=int, default=1000, help="training steps of both pose2body runs")
     ap.add_argument("--only", nargs="*", choices=list(RUNS), help="runs to train (default: all)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra config for every trained run, e.g. seed=1 batch_size=4")
@@ -259,7 +272,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     extra = {k.replace("-", "_"): _parse_value(v) for k, v in (s.split("=", 1) for s in a.set)}
     if a.command in ("train", "all"):
-        train(a.only or list(RUNS), out, a.steps, extra)
+        train(a.only or list(RUNS), out, a.steps, a.p2b_steps, extra)
     if a.command in ("eval", "all"):
         evaluate(out, not a.no_pose)
 

@@ -181,3 +181,18 @@ def test_motion_region_opens_only_where_the_skeleton_moved():
     assert reg[int(ref[0, 0, 1]), int(ref[0, 0, 0])] < 0.05  # the nose (head part) did not move
     assert reg[:, :16].max() < 1e-3 and reg[:, 58:].max() < 1e-3  # background far from the body
     assert motion_region(ref, ref, H, W).max() == 0
+
+
+def test_pose2body_blends_with_the_previous_frame():
+    """--prev-blend: a first frame is the generator's RGB; with a previous frame, a closed mask returns it."""
+    from neuralrender.methods.pose2body import Pose2Body, Pose2BodyConfig
+
+    torch.manual_seed(0)
+    cfg = Pose2BodyConfig(size=32, width=4, n_blocks_global=1, n_blocks_local=1, face=False)
+    model = Pose2Body(cfg, {"cond_channels": 3, "mean_image": torch.zeros(3, 32, 32)}).eval()
+    cond, prev = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        first = model(cond)
+        assert first.shape == (2, 3, 32, 32) and torch.equal(first, model.generator(torch.cat([cond, 0 * prev], 1))[:, :3])
+        model.generator.head[1].bias[3] = -60.0  # mask ~ 0: carry the previous frame over
+        assert torch.allclose(model(cond, prev), prev, atol=1e-5)

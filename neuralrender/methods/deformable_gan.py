@@ -81,9 +81,11 @@ def part_affines(src: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, ridg
     return torch.stack(out, 1)
 
 
-def deform_features(feat: torch.Tensor, affines: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def deform_features(feat: torch.Tensor, affines: torch.Tensor, masks: torch.Tensor, combine: str = "max") -> torch.Tensor:
     """Deformable skip connection: feat [B,C,h,w], affines [B,P,2,3] (normalized), masks [B,P,H,W] -> [B,C,h,w]:
-    max over parts of mask_p * warp_p(feat), plus (1 - max_p mask_p) * feat for the background."""
+    combine 'max' (the paper's, for features): max over parts of mask_p * warp_p(feat); 'select' (for pixels,
+    where a max would let the brightest overlapping part win): mask_q * warp_q(feat) of the part q with the
+    largest mask; plus (1 - max_p mask_p) * feat for the background."""
     B, C, h, w = feat.shape
     P = affines.shape[1]
     m = F.interpolate(masks, size=(h, w), mode="area") if masks.shape[-2:] != (h, w) else masks
@@ -91,7 +93,13 @@ def deform_features(feat: torch.Tensor, affines: torch.Tensor, masks: torch.Tens
     g = torch.cat([grid, torch.ones_like(grid[..., :1])], -1)  # [h,w,3]
     src_grid = torch.einsum("bpij,hwj->bphwi", affines, g).reshape(B * P, h, w, 2)
     warped = sample_grid(feat.repeat_interleave(P, 0), src_grid, padding="border").reshape(B, P, C, h, w)
-    parts = (warped * m[:, :, None]).amax(1)
+    if combine == "max":
+        parts = (warped * m[:, :, None]).amax(1)
+    elif combine == "select":
+        q = m.argmax(1, keepdim=True)  # [B,1,h,w]
+        parts = warped.gather(1, q[:, :, None].expand(B, 1, C, h, w))[:, 0] * m.gather(1, q)
+    else:
+        raise ValueError(f"combine must be 'max' or 'select', got {combine!r}")
     body = m.amax(1, keepdim=True)
     return parts + (1 - body) * feat
 
@@ -158,11 +166,12 @@ class DeformableGAN(Method):
             A = part_affines(sj, tj, valid)
             masks = part_masks(torch.nan_to_num(tgt_joints), valid, H, W, self.cfg.sigma * H / 64 * 1.5)
             fs = [deform_features(f, A, masks) for f in fs]
-            base = deform_features(src, A, masks)  # the same deformation on the pixels
+            base = deform_features(src, A, masks, "select")  # the same deformation on the pixels
         region = None
         if self.cfg.blend and self.cfg.region:
             k = H / 64
             region = motion_region(src_joints, tgt_joints, H, W, self.cfg.region_sigma * k, self.cfg.region_tau * k)
+            base = region * base + (1 - region) * src  # parts that did not move: the source itself, unwarped
         return blend_output(self.decoder([fs, ft]), base, self.cfg.blend, region)
 
     def generate(self, batch: dict) -> torch.Tensor:

@@ -53,7 +53,7 @@ class Pose2BodyConfig:
     prev_blend: bool = field(default=True, metadata={
         "help": "with temporal: G also predicts a mask blending its RGB with the previous generated frame, so "
                 "unchanged pixels (static camera: the background, a still torso) carry over (ours)"})
-    lambda_warp: float = field(default=10.0, metadata={
+    lambda_warp: float = field(default=50.0, metadata={
         "help": "with temporal: weight of the flow-warping loss |y_t - warp(y_{t-1}, real flow)| on the training "
                 "pair (vid2vid's, with the real frames' DIS flow; 0 = off)"})
     face: bool = field(default=True, metadata={"help": "face-GAN residual refinement of the head box"})
