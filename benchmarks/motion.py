@@ -134,7 +134,7 @@ def eval_transfer(out: Path, pose: bool) -> dict:
                        {"real frames": real, **outputs}.items()}
     res["cpu"] = {n: json.loads((out / n / "cpu.json").read_text()) for n in models if (out / n / "cpu.json").exists()}
     _figure_transfer(out / "transfer.png", ref, real, {n: outputs[n] for n in models}, dist)
-    _gif(out / "transfer.gif", torch.cat([ref, real, *[outputs[n] for n in models]], -1)[::2])
+    _gif(out / "transfer.gif", torch.cat([ref, real, *[outputs[n] for n in models]], -1)[::3])
     return res
 
 
