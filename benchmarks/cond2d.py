@@ -138,35 +138,16 @@ def method_overrides(name: str, a) -> dict:
     return {**common, **own}
 
 
-def segmenter_frames(spec, cams, seed: int, layouts: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real renders (images, labels) for the segmenter beyond the training path: the scene with its objects at
-    random places (each moved by up to 1.2 in x and z; every other layout also duplicates one object), seen from
-    every other training camera. Held-out cameras are never used."""
-    from neuralrender.data.conditions import edit_scene_spec, render_scene_labels
-
-    g = torch.Generator().manual_seed(seed + 1)
-    movable = [o.name for o in spec.objects if o.name != "floor"]
-    ims, labs = [], []
-    for i in range(layouts):
-        s = spec
-        for name in movable:
-            dx, dz = (torch.rand(2, generator=g) * 2.4 - 1.2).tolist()
-            s, _ = edit_scene_spec(s, "move", name, (dx, 0.0, dz))
-        if i % 2:
-            name = movable[int(torch.randint(len(movable), (1,), generator=g))]
-            dx, dz = (torch.rand(2, generator=g) * 2.4 - 1.2).tolist()
-            s, _ = edit_scene_spec(s, "duplicate", name, (dx, 0.0, dz))
-        r = render_scene_labels(s, cams[i % 2::2])
-        ims.append(r.images)
-        labs.append(r.labels)
-    return torch.cat(ims), torch.cat(labs)
-
-
 def edit_check(models: dict, bundle, a, out: Path) -> dict:
     """Mask IoU of the edited object in each model's output on the held-out camera path (scene task)."""
     import dataclasses
 
-    from neuralrender.data.conditions import edit_scene_spec, label_condition, render_scene_labels
+    from neuralrender.data.conditions import (
+        edit_scene_spec,
+        label_condition,
+        random_layout_renders,
+        render_scene_labels,
+    )
     from neuralrender.data.scenes import load_scene
     from neuralrender.io.images import save_grid
     from neuralrender.methods._cond2d import cond_to_rgb, fit_segmenter, mask_iou
@@ -177,7 +158,7 @@ def edit_check(models: dict, bundle, a, out: Path) -> dict:
     n_test = math.ceil(0.2 * n)
     t0 = time.process_time()
     spec = dataclasses.replace(load_scene("default"), shadows=info["spec"].shadows)
-    images, labels = segmenter_frames(spec, info["cameras"][: n - n_test], a.seed)
+    images, labels = random_layout_renders(spec, info["cameras"][: n - n_test], a.seed)
     images, labels = torch.cat([seq.target[: n - n_test], images]), torch.cat([seq.instances[: n - n_test], labels])
     segment = fit_segmenter(images, labels, k, steps=a.seg_steps, seed=a.seed)
     res: dict = {"segmenter_cpu_s": time.process_time() - t0, "segmenter_frames": images.shape[0]}

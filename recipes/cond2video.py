@@ -9,8 +9,9 @@ scene edited in 3D (an object moved, an object duplicated) and score where the o
 Writes OUT.mp4 (condition | output | ground truth, or condition | output | real edited render for edits) and
 OUT.png (frames). Edits re-render the semantic G-buffer of the edited scene from the run's camera path (its
 held-out last 20%), feed it to the network and report the mask IoU of the edited object: a small segmentation
-U-Net trained on the run's real training frames (neuralrender.methods._cond2d.fit_segmenter) labels the
-output, and its mask of the object is compared with the rasterized edited labels. The same segmenter's IoU on
+U-Net (neuralrender.methods._cond2d.fit_segmenter) trained on real renders only — the run's training frames and
+renders of randomly rearranged scenes from the training cameras (data.conditions.random_layout_renders) —
+labels the output, and its mask of the object is compared with the rasterized edited labels. The same segmenter's IoU on
 the real edited render is printed as the ceiling. benchmarks/cond2d.py compare runs the same check for all
 three methods.
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuralrender.data.conditions import (  # noqa: E402
     edit_scene_spec,
     label_condition,
+    random_layout_renders,
     render_scene_labels,
     scene_camera_path,
 )
@@ -48,7 +50,7 @@ def main() -> None:
     ap.add_argument("--edit", choices=["none", "move", "duplicate"], default="none")
     ap.add_argument("--object", default="globe")
     ap.add_argument("--by", type=float, nargs=3, default=[-0.3, 0.0, -1.1])
-    ap.add_argument("--seg-steps", type=int, default=400, help="segmenter training steps")
+    ap.add_argument("--seg-steps", type=int, default=1500, help="segmenter training steps")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = ap.parse_args()
@@ -77,7 +79,10 @@ def main() -> None:
         k = bundle.info["num_classes"]
         seq = bundle.train.sequences[0]
         n_train = len(seq) - n_test
-        segment = fit_segmenter(seq.target[:n_train], seq.instances[:n_train], k, steps=a.seg_steps)
+        extra_img, extra_lab = random_layout_renders(spec, scene_camera_path(spec, frames, width=cfg.size,
+                                                                             height=cfg.size)[:n_train])
+        segment = fit_segmenter(torch.cat([seq.target[:n_train], extra_img]),
+                                torch.cat([seq.instances[:n_train], extra_lab]), k, steps=a.seg_steps)
         new_spec, label = edit_scene_spec(spec, a.edit, a.object, a.by)
         r = render_scene_labels(new_spec, cams)
         cond = label_condition(r.labels, k, source=f"{new_spec.source} ({a.edit} {a.object})")[None]

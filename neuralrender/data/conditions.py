@@ -29,8 +29,8 @@ from neuralrender.errors import DataError, NeuralRenderError
 from neuralrender.graphics.skeleton import POSE33_EDGES
 
 __all__ = ["CondSequence", "CondVideoDataset", "TASKS", "build_task", "label_condition", "scene_camera_path",
-           "scene_label_sequences", "render_scene_labels", "edit_scene_spec", "face_edge_sequences", "body_pose_sequences",
-           "DLIB68_POLYLINES", "POSE33_EDGES"]
+           "scene_label_sequences", "render_scene_labels", "edit_scene_spec", "random_layout_renders",
+           "face_edge_sequences", "body_pose_sequences", "DLIB68_POLYLINES", "POSE33_EDGES"]
 
 TASKS = ("scene", "face", "body")
 
@@ -235,6 +235,29 @@ def edit_scene_spec(spec, edit: str, obj: str, by) -> tuple[object, int]:
     else:
         objs.append(dataclasses.replace(moved, name=obj + "_copy"))
     return dataclasses.replace(spec, objects=objs), o.label
+
+
+def random_layout_renders(spec, cams, seed: int = 0, layouts: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renders (images [N,3,H,W], labels [N,1,H,W]) of the scene rearranged at random: every object but the floor
+    moved by up to 1.2 in x and z, every other layout also duplicating one object; each layout seen from every
+    other camera of `cams`. Training data for the segmenter of the edit check (give it training cameras only)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    movable = [o.name for o in spec.objects if o.name != "floor"]
+    ims, labs = [], []
+    for i in range(layouts):
+        s = spec
+        for name in movable:
+            dx, dz = (torch.rand(2, generator=g) * 2.4 - 1.2).tolist()
+            s, _ = edit_scene_spec(s, "move", name, (dx, 0.0, dz))
+        if i % 2:
+            name = movable[int(torch.randint(len(movable), (1,), generator=g))]
+            dx, dz = (torch.rand(2, generator=g) * 2.4 - 1.2).tolist()
+            s, _ = edit_scene_spec(s, "duplicate", name, (dx, 0.0, dz))
+        r = render_scene_labels(s, cams[i % 2::2])
+        ims.append(r.images)
+        labs.append(r.labels)
+    return torch.cat(ims), torch.cat(labs)
+
 
 
 # ------------------------------------------------------------------------------------------ task 2: face
