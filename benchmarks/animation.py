@@ -260,7 +260,7 @@ def part_consistency(model, bundle, dev) -> dict:
             from neuralrender.graphics.warp import normalized_to_pixel
 
             centres = torch.cat([normalized_to_pixel(model.segment(c.to(dev))["value"], H, W).cpu() for c in x.split(16)])
-            row.update(part_tracking(labels, centres, ref))
+            row.update(part_tracking(seg, centres, ref))
         for k, val in row.items():
             acc.setdefault(f"{k}_{tag}", []).append(val)
     return {k: sum(v) / len(v) for k, v in acc.items()}

@@ -147,20 +147,23 @@ def test_landmark_regression_and_foreground_iou():
 def test_part_tracking_follows_moving_parts_and_flags_static_ones():
     """Two parts (squares) moving right by one pixel per frame, two landmarks inside each: parts that move
     with them have zero tracking error and full label consistency; centres that stay put score the
-    static baseline; a landmark on the background is left out."""
+    static baseline; a landmark that never touches a part is owned by the most probable one."""
     T, H, W = 6, 16, 24
     labels = torch.zeros(T, H, W, dtype=torch.long)
     centres = torch.zeros(T, 2, 2)
-    lms = torch.full((T, 5, 2), float("nan"))
+    lms = torch.full((T, 4, 2), float("nan"))
     for t in range(T):
         labels[t, 2:6, 2 + t:6 + t] = 1
         labels[t, 9:13, 4 + t:8 + t] = 2
         centres[t] = torch.tensor([[4.0 + t, 4.0], [6.0 + t, 11.0]])
-        lms[t, :4] = torch.tensor([[3.5 + t, 3.5], [4.5 + t, 4.5], [5.5 + t, 10.5], [6.5 + t, 11.5]])
-        lms[t, 4] = torch.tensor([20.5, 1.5])  # background
-    r = part_tracking(labels, centres, lms)
+        lms[t] = torch.tensor([[3.5 + t, 3.5], [4.5 + t, 4.5], [5.5 + t, 10.5], [6.5 + t, 11.5]])
+    lms[0, 3] = float("nan")  # one landmark missed in the first frame: tracked from its first detection
+    seg = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    r = part_tracking(seg, centres, lms)
     assert r["label_consistency"] == 1.0 and r["parts_used"] == 2
     assert r["tracking_error_px"] == pytest.approx(0.0, abs=1e-6)
-    assert r["static_error_px"] == pytest.approx(sum(range(T)) / T)
-    still = part_tracking(labels, centres[:1].expand(T, -1, -1), lms)
+    assert r["static_error_px"] > 1.0
+    still = part_tracking(seg, centres[:1].expand(T, -1, -1), lms)
     assert still["tracking_error_px"] == pytest.approx(still["static_error_px"])
+    flipped = torch.stack([centres[:, 0], centres[:, 1] * torch.tensor([-1.0, 1.0])], 1)  # part 2 moves left
+    assert part_tracking(seg, flipped, lms)["tracking_error_px"] > 1.0
