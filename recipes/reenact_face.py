@@ -5,7 +5,8 @@
 
 1. Tracks both videos (Face2Face-style, `neuralrender.faces.tracking`), or loads --source-track / --target-track.
 2. Trains the target's Deep Video Portraits renderer (`dvp`, first 80% of the target's frames; default budget:
-   600 steps, batch 4, lr 5e-4, U-Net / PatchGAN width 16, window 3, 128², 1 thread), or loads --run.
+   2000 steps, batch 4, lr 5e-4, U-Net / PatchGAN width 16, window 3, lip map, eye/lip L1 weight 4, 128², 1 thread),
+   or loads --run.
 3. Transfers the source's expression (--expression: absolute, relative or normalised to the target's range) and
    relative head pose onto the target's identity, lighting and camera, rasterizes the conditioning maps, runs the
    renderer, and writes OUT/reenact.mp4 (source | conditioning | output), OUT/face2face.mp4 (Face2Face-style: the
@@ -66,7 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--source-track", default=None)
     ap.add_argument("--target-track", default=None)
     ap.add_argument("--run", default=None, help="a trained dvp run of the target (else one is trained)")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--checkpoint", default=None, help="with --run: this checkpoint instead of last.safetensors")
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--window", type=int, default=3)
     ap.add_argument("--width", type=int, default=16, help="U-Net and PatchGAN width of the trained renderer")
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=None, help="use the first N frames of each video")
     ap.add_argument("--pose", default="relative", choices=["relative", "source", "target"])
     ap.add_argument("--expression", default="relative", choices=["absolute", "relative", "normalised"])
+    ap.add_argument("--light", default="cycle", choices=["cycle", "mean"], help="the target's per-frame or mean SH")
     ap.add_argument("--no-checks", action="store_true", help="skip the dlib checks on the output")
     a = ap.parse_args(argv)
     try:
@@ -91,6 +94,7 @@ def run(a) -> int:
     import torch.nn.functional as F
 
     from neuralrender.faces.conditioning import (
+        MOUTH_IDS,
         cond_to_rgb,
         conditioning_maps,
         eye_offsets_from_track,
@@ -116,7 +120,7 @@ def run(a) -> int:
     tgt, tgt_frames = get_track(tgt_v, a.target_track, out / "target", a.frames)
     tgt_track_path = a.target_track or str(out / "target" / "track.safetensors")
     if a.run:
-        model, bundle, tcfg, _ = load_run(a.run, device="cpu")
+        model, bundle, tcfg, _ = load_run(a.run, device="cpu", checkpoint=a.checkpoint)
         run_eval = last_eval(Path(a.run))
     else:
         over = {"track": tgt_track_path, "data": str(tgt_v), "steps": a.steps, "size": a.size, "window": a.window,
@@ -130,16 +134,19 @@ def run(a) -> int:
     cpu_train = time.process_time() - cpu0
     size = model.cfg.size
     face = FaceModel(num_identity=tgt.params.identity.shape[1])
-    p = transfer_params(src.params, tgt.params, pose=a.pose, expression=a.expression)
+    p = transfer_params(src.params, tgt.params, pose=a.pose, expression=a.expression, light=a.light)
     W, H = tgt.width, tgt.height
     scale = (inter_ocular(tgt.landmarks).mean() / inter_ocular(src.landmarks).mean()).item()
     fitted = src.lm_pred if src.lm_pred is not None else face.landmarks_2d(src.params, src.width, src.height,
                                                                            src.landmarks)[0]
     eyes = eye_offsets_from_track(src.landmarks, fitted) * scale
+    lips = eye_offsets_from_track(src.landmarks, fitted, MOUTH_IDS) * scale
+    mouth = getattr(model.cfg, "mouth", False)
     T = p.batch_size
     with torch.no_grad():
         maps = torch.cat([conditioning_maps(face, p.index(torch.arange(s, min(s + 32, T))), W, H, size,
-                                            eyes[s:s + 32]) for s in range(0, T, 32)])
+                                            eyes[s:s + 32], mouth=mouth, mouth_offsets=lips[s:s + 32])
+                          for s in range(0, T, 32)])
         cond = stack_window(maps, model.cfg.window)
         video = model.generate(cond)
     src_small = F.interpolate(src_frames, size=(size, size), mode="area")
@@ -155,7 +162,8 @@ def run(a) -> int:
 
     pred, _ = face.landmarks_2d(p, W, H)
     metrics = {"self_reenactment_heldout": run_eval, "frames": T, "pose": a.pose, "expression": a.expression,
-               "renderer": a.run or str(out / "dvp"), "cpu_s_tracks_and_training": cpu_train,
+               "light": a.light,
+               "renderer": a.run or str(out / "dvp"), "checkpoint": a.checkpoint, "cpu_s_tracks_and_training": cpu_train,
                "mouth_corr_model_landmarks_proxy": pearson(mouth_opening(src.landmarks), mouth_opening(pred))}
     if not a.no_checks:
         try:

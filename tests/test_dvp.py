@@ -57,7 +57,13 @@ def test_learns_held_out_face(tmp_path, shared_data):
 
 
 def test_conditioning_and_transfer(shared_data):
-    from neuralrender.faces.conditioning import conditioning_maps, edit_params, stack_window, transfer_params
+    from neuralrender.faces.conditioning import (
+        conditioning_maps,
+        edit_params,
+        stack_window,
+        transfer_expression,
+        transfer_params,
+    )
     from neuralrender.faces.model import FaceModel
 
     m = FaceModel(num_identity=10)
@@ -75,6 +81,27 @@ def test_conditioning_and_transfer(shared_data):
     tgt.identity[:] = 1.0
     out = transfer_params(p, tgt)
     assert torch.equal(out.identity, tgt.identity) and torch.equal(out.expression, p.expression)
+    lips = conditioning_maps(m, p, 128, 128, 64, mouth=True)  # + lip blobs in the eye channel
+    extra = lips[:, 4] - maps[:, 4]
+    assert torch.equal(lips[:, :4], maps[:, :4]) and float(extra.min()) >= 0 and float(extra.amax()) > 0.9
+    rows = extra.amax(-1).amax(0).nonzero().flatten().float()
+    eye_rows = maps[:, 4].amax(-1).amax(0).nonzero().flatten().float()
+    assert float(rows.mean()) > float(eye_rows.mean()) + 5  # the mouth is below the eyes (y down)
+    p2 = p.replace(expression=p.expression.clone())
+    p2.expression[:, 5] = 2.0  # surprise opens the mouth: the lip blobs move apart
+    opened = conditioning_maps(m, p2, 128, 128, 64, mouth=True)[:, 4] - conditioning_maps(m, p2, 128, 128, 64)[:, 4]
+    span = (opened.amax(-1) > 0.5).float().sum(-1)  # rows covered by lip blobs
+    assert bool((span > (extra.amax(-1) > 0.5).float().sum(-1)).all())
+    from neuralrender.methods.dvp import landmark_region
+
+    region = landmark_region(stack_window(lips, 2))  # the current frame's eye + lip blobs, dilated
+    assert region.shape == (3, 1, 64, 64) and 0.01 < float(region.mean()) < 0.3
+    assert bool((region[:, 0] >= (lips[:, 4] > 0.1).float()).all())
+    src = torch.randn(20, 6) * 2 + 3
+    tgt_e = torch.randn(30, 6) * 0.5 - 1
+    rel, nrm = transfer_expression(src, tgt_e, "relative"), transfer_expression(src, tgt_e, "normalised")
+    assert torch.allclose(rel.mean(0), tgt_e.mean(0), atol=1e-5) and torch.allclose(rel - rel[:1], src - src[:1])
+    assert torch.allclose(nrm.std(0), tgt_e.std(0), atol=1e-5) and torch.equal(transfer_expression(src, tgt_e), src)
     turned = edit_params(m, p, yaw=0.3, expression={"surprise": 0.7})
     assert torch.allclose(turned.rotation[:, 1], torch.full((3,), 0.3), atol=1e-5)
     assert torch.allclose(turned.expression[:, 5], torch.full((3,), 0.7))

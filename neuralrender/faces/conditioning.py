@@ -6,7 +6,10 @@ Per frame, `conditioning_maps` rasterizes the fitted face model into COND_CHANNE
   3   diffuse shading: the SH light of the frame on a white surface (grey, averaged over colours);
   4   eyes: Gaussian blobs on the 12 eye landmarks (iBUG 37-48); their positions are the model's eye landmarks
       plus the detected-minus-fitted residual of the track (`eye_offsets`), which carries blinks and gaze that the
-      6 expression blendshapes cannot (the paper tracks gaze separately; we have no gaze tracker).
+      6 expression blendshapes cannot (the paper tracks gaze separately; we have no gaze tracker). With
+      `mouth=True` the same channel also gets blobs on 10 lip landmarks (MOUTH_IDS: corners, outer and inner lip
+      middles), the model's plus the detected-minus-fitted residual (`mouth_offsets`): the SFM's mouth is a hole
+      shaped by 6 blendshapes, and the lip landmarks make the mouth opening explicit to the renderer.
 `stack_window` stacks the last N frames' maps into channels (frame t-N+1 ... t; the paper uses N = 11).
 """
 
@@ -17,11 +20,13 @@ import torch
 from neuralrender.faces.model import FaceModel, FaceParams, axis_angle_to_matrix
 from neuralrender.graphics.draw import gaussian_heatmaps
 
-__all__ = ["COND_CHANNELS", "EYE_IDS", "conditioning_maps", "stack_window", "eye_offsets_from_track",
+__all__ = ["COND_CHANNELS", "EYE_IDS", "MOUTH_IDS", "conditioning_maps", "stack_window", "eye_offsets_from_track",
            "transfer_params", "transfer_expression", "edit_params", "face2face_composite", "cond_to_rgb"]
 
 COND_CHANNELS = 5
 EYE_IDS = tuple(range(36, 48))
+MOUTH_IDS = (48, 51, 54, 57, 61, 62, 63, 65, 66, 67)  # 0-based iBUG: corners, outer/inner lip middles (60, 64
+#                                                      are undefined in the SFM)
 
 
 def _correspondence_colors(model: FaceModel) -> torch.Tensor:
@@ -30,17 +35,21 @@ def _correspondence_colors(model: FaceModel) -> torch.Tensor:
     return (m - lo) / (hi - lo)
 
 
-def eye_offsets_from_track(landmarks: torch.Tensor, fitted: torch.Tensor) -> torch.Tensor:
-    """Detected [T,68,2] minus fitted [T,68,2] eye landmarks -> residual offsets [T,12,2] in pixels (NaN -> 0)."""
-    ids = list(EYE_IDS)
+def eye_offsets_from_track(landmarks: torch.Tensor, fitted: torch.Tensor, ids: tuple[int, ...] = EYE_IDS
+                           ) -> torch.Tensor:
+    """Detected [T,68,2] minus fitted [T,68,2] landmarks `ids` (default the 12 eye landmarks; MOUTH_IDS for the
+    lips) -> residual offsets [T,len(ids),2] in pixels (NaN -> 0)."""
+    ids = list(ids)
     return torch.nan_to_num(landmarks[:, ids] - fitted[:, ids])
 
 
 def conditioning_maps(model: FaceModel, p: FaceParams, width: int, height: int, size: int,
                       eye_offsets: torch.Tensor | None = None, eye_sigma: float | None = None,
-                      backend: str = "auto") -> torch.Tensor:
+                      backend: str = "auto", mouth: bool = False,
+                      mouth_offsets: torch.Tensor | None = None) -> torch.Tensor:
     """Maps [B,5,size,size] for parameters p of frames width x height (rendered at size x size, same field of
-    view). eye_offsets [B,12,2] in pixels of the width x height frames (or None)."""
+    view). eye_offsets [B,12,2] / mouth_offsets [B,10,2] in pixels of the width x height frames (or None);
+    mouth: also draw the lip landmarks into the eye channel."""
     s = size / width
     q = p.replace(focal=p.focal * s)
     white_sh = q.sh.mean(-1, keepdim=True).expand_as(q.sh)
@@ -53,6 +62,9 @@ def conditioning_maps(model: FaceModel, p: FaceParams, width: int, height: int, 
     eyes = pts[:, list(EYE_IDS)]
     if eye_offsets is not None:
         eyes = eyes + eye_offsets.to(eyes)
+    if mouth:
+        lips = pts[:, list(MOUTH_IDS)]
+        eyes = torch.cat([eyes, lips if mouth_offsets is None else lips + mouth_offsets.to(lips)], 1)
     sigma = eye_sigma if eye_sigma is not None else max(0.75, size / 96)
     heat = gaussian_heatmaps(eyes * s, r["mask"].shape[-2], size, sigma=sigma).amax(1, keepdim=True)
     return torch.cat([corr, shading, heat], 1)
@@ -91,12 +103,14 @@ def transfer_expression(source: torch.Tensor, target: torch.Tensor, mode: str = 
 
 
 def transfer_params(source: FaceParams, target: FaceParams, pose: str = "relative",
-                    expression: str = "absolute") -> FaceParams:
+                    expression: str = "absolute", light: str = "cycle") -> FaceParams:
     """Full-head reenactment parameters: the target's identity, albedo, camera and (per-frame, cycled) lighting;
     the source's expression (`transfer_expression(..., expression)`); head pose by `pose`: 'relative' (the
     target's mean pose + the source's deviation from its own mean pose; translation scaled by the depth ratio),
     'source' (the source's absolute pose) or 'target' (the target's pose, cycled: expression-only transfer as in
-    Face2Face). Returns len(source) frames."""
+    Face2Face). Lighting by `light`: 'cycle' (the target's per-frame SH, cycled) or 'mean' (the target's mean SH
+    on every frame: the per-frame fit also absorbs the target's own mouth and eye changes, which would then leak
+    into the reenactment in step with the target's frames instead of the source's). Returns len(source) frames."""
     T = source.batch_size
     cyc = torch.arange(T, device=source.rotation.device) % target.batch_size
     if pose == "target":
@@ -112,7 +126,13 @@ def transfer_params(source: FaceParams, target: FaceParams, pose: str = "relativ
         raise ValueError(f"transfer_params: pose must be relative, source or target, got {pose!r}")
     focal = target.focal[:1].expand(T) if target.focal.shape[0] else source.focal
     expr = transfer_expression(source.expression, target.expression, expression)
-    return FaceParams(target.identity, expr, rot, trans, focal.clone(), target.sh[cyc], target.albedo)
+    if light == "cycle":
+        sh = target.sh[cyc]
+    elif light == "mean":
+        sh = target.sh.mean(0, keepdim=True).expand(T, *target.sh.shape[1:]).clone()
+    else:
+        raise ValueError(f"transfer_params: light must be cycle or mean, got {light!r}")
+    return FaceParams(target.identity, expr, rot, trans, focal.clone(), sh, target.albedo)
 
 
 def edit_params(model: FaceModel, p: FaceParams, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,

@@ -2,7 +2,7 @@
 
 Data: one video of the target actor and its face track (`neuralrender faces track`, or a quick landmark-only
 track computed here when --track is empty). Per frame, neuralrender.faces.conditioning rasterizes 5 maps
-(mean-face correspondence, diffuse shading under the fitted light, eye blobs); the last `window` frames are
+(mean-face correspondence, diffuse shading under the fitted light, eye blobs + lip blobs with --mouth); the last `window` frames are
 stacked into channels (paper: 11 frames, 9 channels each). Train = the first `train_frac` of the frames, held-out
 = the rest, driven by their own tracked parameters (self-reenactment).
 
@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from neuralrender.errors import DataError
 from neuralrender.faces.conditioning import (
     COND_CHANNELS,
+    MOUTH_IDS,
     cond_to_rgb,
     conditioning_maps,
     eye_offsets_from_track,
@@ -50,6 +51,8 @@ class DVPConfig:
     size: int = field(default=128, metadata={"help": "image size (square)"})
     frames: int = field(default=0, metadata={"help": "use the first N frames (0 = all)"})
     window: int = field(default=3, metadata={"help": "frames of conditioning stacked into channels (paper: 11)"})
+    mouth: bool = field(default=True, metadata={"help": "lip landmarks (model + detected residual) drawn into the "
+                                                        "eye channel: the mouth opening made explicit"})
     train_frac: float = field(default=0.8, metadata={"help": "first fraction of the frames used for training"})
     width: int = field(default=32, metadata={"help": "U-Net channels of the first level"})
     depth: int = field(default=5, metadata={"help": "U-Net stride-2 levels"})
@@ -59,11 +62,13 @@ class DVPConfig:
     lambda_gan: float = field(default=1.0, metadata={"help": "weight of the adversarial term"})
     lambda_l1: float = field(default=100.0, metadata={"help": "weight of the L1 term"})
     face_weight: float = field(default=2.0, metadata={"help": "extra L1 weight on the face region (0 = plain L1)"})
+    landmark_weight: float = field(default=4.0, metadata={"help": "extra L1 weight around the eye and lip landmarks "
+                                                                   "(the current frame's landmark map, dilated)"})
 
 
 # ------------------------------------------------------------------------------------------------ data
 @functools.lru_cache(maxsize=4)
-def _prepare(video: str, track: str, frames: int, size: int):
+def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True):
     """-> dict of tensors: maps [T,5,S,S], images [T,3,S,S], face masks [T,1,S,S], params features [T,F]."""
     from neuralrender.faces.landmarks import landmarks_for_video
     from neuralrender.faces.model import FaceModel
@@ -94,9 +99,11 @@ def _prepare(video: str, track: str, frames: int, size: int):
         if fitted is None:
             fitted, _ = model.landmarks_2d(p, W, H, lm)
         offs = eye_offsets_from_track(lm, fitted)
+        moffs = eye_offsets_from_track(lm, fitted, MOUTH_IDS)
         with torch.no_grad():
             maps = torch.cat([conditioning_maps(model, p.index(torch.arange(s, min(s + 32, T))), W, H, size,
-                                                offs[s:s + 32]) for s in range(0, T, 32)])
+                                                offs[s:s + 32], mouth=mouth, mouth_offsets=moffs[s:s + 32])
+                              for s in range(0, T, 32)])
     finally:
         torch.set_num_threads(old)
     mask = (maps[:, :3].amax(1, keepdim=True) > 0).float()
@@ -137,7 +144,7 @@ def nearest_frames(feats: torch.Tensor, train_idx: list[int]) -> torch.Tensor:
 
 
 def build_portrait_data(cfg: DVPConfig, data: str | None) -> DataBundle:
-    d = _prepare(data or DEFAULT_VIDEO, cfg.track, cfg.frames, cfg.size)
+    d = _prepare(data or DEFAULT_VIDEO, cfg.track, cfg.frames, cfg.size, cfg.mouth)
     T = d["images"].shape[0]
     n_train = int(round(cfg.train_frac * T))
     if not 2 <= n_train <= T - 2:
@@ -160,6 +167,12 @@ def flicker(out: torch.Tensor, out_prev: torch.Tensor, gt: torch.Tensor, gt_prev
             mask: torch.Tensor) -> torch.Tensor:
     """Temporal instability [B]: mean |(out - out_prev) - (gt - gt_prev)| over the mask (x1000 by callers)."""
     return face_l1(out - out_prev, gt - gt_prev, mask)
+
+
+def landmark_region(cond: torch.Tensor, radius: int = 4) -> torch.Tensor:
+    """The eye / lip region of the current frame of a stacked cond [B,window*5,H,W]: its landmark-blob channel
+    above 0.1, dilated by `radius` px -> [B,1,H,W] in {0,1}."""
+    return F.max_pool2d((cond[:, -1:] > 0.1).float(), 2 * radius + 1, 1, radius)
 
 
 # ------------------------------------------------------------------------------------------------ method
@@ -203,6 +216,8 @@ class DeepVideoPortraits(Method):
         self._fake = None
         adv = generator_loss(self.discriminator(torch.cat([cond, fake], 1)), self.cfg.gan_mode)
         w = 1.0 + self.cfg.face_weight * mask
+        if self.cfg.landmark_weight:
+            w = w + self.cfg.landmark_weight * landmark_region(cond)
         l1 = ((fake - real).abs() * w).mean() / w.mean()
         return self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1, {"g_adv": adv.item(), "l1": l1.item()}
 
