@@ -151,16 +151,18 @@ def scene48(tmp_path_factory):
 def test_learning_beats_untrained_and_mean_colour_and_learns_depth(scene48, tmp_path):
     """200 steps (~40 s alone, ~90 s on the loaded shared CPU) on 42 views of the sphere scene, 32x32.
 
-    Test views: PSNR >= flat mean-colour image + 4 dB and >= the untrained model + 4 dB; the expected depth
-    (never supervised) is closer to the true camera z on foreground pixels than the untrained model's (the
-    5% bound needs the longer run below)."""
+    Test views: PSNR >= flat mean-colour image + 4 dB, >= the untrained model + 4 dB and >= the per-pixel mean
+    image + 1 dB (measured: 18.5 vs 10.3 / 10.2 / 15.9); the expected depth (never supervised) is within 5% of
+    the frustum depth range (far - near) of the true camera z on foreground pixels (measured 3.6%, untrained
+    12.5%)."""
     tr = trainer(scene48, tmp_path / "learn", 200, **LEARN)
     untrained = tr.evaluate()
     ev = tr.run()["eval"]
     print(untrained, ev)
     assert ev["psnr"] > untrained["psnr"] + 4.0, (untrained, ev)
     assert ev["psnr"] > ev["psnr_mean_color"] + 4.0, ev
-    assert ev["depth_mae_rel"] < untrained["depth_mae_rel"], (untrained, ev)
+    assert ev["psnr"] > ev["psnr_mean_image"] + 1.0, ev
+    assert ev["depth_mae_rel"] < 0.05 < untrained["depth_mae_rel"], (untrained, ev)
 
 
 @pytest.mark.slow

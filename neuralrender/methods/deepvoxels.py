@@ -4,7 +4,10 @@ Per training step (target view + its nearest training views as sources, data.vie
   1. feature extraction: a 2D U-Net on each source image (at frustum resolution);
   2. lifting: every voxel centre of the persistent grid is projected into each source view and samples its
      features (graphics.voxels.lift_features); the lifted volumes (averaged over the sources that see the
-     voxel) update the grid through a 3D ConvGRU; the updated grid is kept (detached) for the next step;
+     voxel) update the grid through a 3D ConvGRU; the updated grid is kept (detached) for the next step
+     (as in the paper). By default (grid_lr > 0) the grid is also a parameter: the optimizer then adds a
+     gradient step with its own learning rate, which is what makes it learn in a CPU budget; the GRU's update
+     gate starts mostly closed (gate_bias) so one step's sources do not overwrite the grid;
   3. "inpainting": a 3D U-Net over the grid;
   4. projection: the grid resampled along every target ray at D depth bins between near and far
      (graphics.voxels.sample_along_rays): the canonical frustum volume;
