@@ -8,7 +8,9 @@ posed); each source feature map is backward-warped by every part's transform (gr
 masked by the part's region in the target pose (Gaussian blobs along the part's bones), and the parts are
 combined by a max (as in the paper); the background (1 - body mask) keeps the unwarped source features.
 The decoder gets the deformed source features and the target encoder's features at every level. With
---blend (default, our addition) it also outputs a mask blending its RGB with the deformed source image.
+--blend (default, our addition) it also outputs a mask blending its RGB with the deformed source image (the
+pixels take the part with the largest mask rather than the max); with --region (default) the mask is restricted
+to the parts that moved (_motion.motion_region) and the output elsewhere is the source image itself.
 Loss: nearest-neighbour loss (each generated pixel compared with the best match in an n x n neighbourhood
 of the real image, Siarohin et al. eq. 4, here on pixels) + adversarial loss from a PatchGAN on
 (source image, target pose, image).
