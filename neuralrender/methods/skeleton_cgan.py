@@ -8,7 +8,8 @@ clip must be closer than frame t is to another reference frame (another item of 
 a random training clip) by the margin `margin`, which keeps the generated sequence temporally continuous.
 With --blend (default, our addition) the decoder also outputs a mask that blends its RGB with the reference
 image, so the static background and unmoved body parts are copied; with --region (default) that mask is
-restricted to where the skeleton moved (_motion.motion_region), so outside it the output is the reference. Discriminator: a PatchGAN on the triplet
+restricted to where the skeleton moved (_motion.motion_region), so outside it the output is the reference.
+Discriminator: a PatchGAN on the triplet
 (reference image, target skeleton, frame). Loss: lambda_l1 L1 + adversarial + lambda_triplet triplet.
 
 Not person specific: trained on (reference, target) pairs within the training clips, it animates an unseen
