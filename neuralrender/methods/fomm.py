@@ -3,10 +3,12 @@
 Keypoints with local affine Jacobians (first-order motion) from an hourglass detector, a dense-motion
 network that turns the K local motions into softmax masks, one dense backward flow and an occlusion map,
 and an occlusion-aware generator that warps the source's encoder features with that flow, multiplies them
-by the occlusion map and decodes. Trained on frame pairs of the same video with a multi-scale L1
+by the occlusion map and decodes; by default (--output-blend, from TPSMM, not the FOMM paper) the output is
+occlusion * warped source + (1 - occlusion) * decoded. Trained on frame pairs of the same video with a multi-scale L1
 reconstruction loss and equivariance losses on keypoints and Jacobians under random TPS transforms.
 At test time motion is transferred relatively (with the paper's adaptive scale) or absolutely.
-Ablations of the paper: --use-jacobian false (zeroth order), --use-occlusion false.
+Ablations of the paper: --use-jacobian false (zeroth order), --use-occlusion false; --output-blend false is the
+paper's output layer.
 """
 
 from __future__ import annotations
