@@ -201,6 +201,21 @@ def side_by_side_all(models: dict, val, task: str, out: Path) -> None:
     save_grid(strip[:: max(1, strip.shape[0] // 5)][:5], out / "compare.png", nrow=1)
 
 
+def label_colour_psnr(seqs) -> float:
+    """Baseline: every held-out pixel painted with its label's mean colour over the train frames (mean PSNR)."""
+    from neuralrender.metrics import psnr
+
+    seq = seqs[0]
+    n = len(seq)
+    n_test = math.ceil(0.2 * n)
+    px = seq.target[: n - n_test].permute(0, 2, 3, 1).reshape(-1, 3)
+    lab = seq.instances[: n - n_test].reshape(-1)
+    k = int(seq.instances.max()) + 1
+    means = torch.stack([px[lab == c].mean(0) if bool((lab == c).any()) else px.mean(0) for c in range(k)])
+    pred = means[seq.instances[n - n_test:, 0]].permute(0, 3, 1, 2)
+    return psnr(pred, seq.target[n - n_test:]).mean().item()
+
+
 def compare(a) -> None:
     from neuralrender.methods._cond2d import _sequences
     from neuralrender.train.trainer import Trainer, build_configs
@@ -228,6 +243,8 @@ def compare(a) -> None:
     table = {"task": a.task, "size": a.size, "steps": a.steps, "batch": a.batch, "lr": a.lr, "methods": results}
     with torch.no_grad():
         side_by_side_all(models, tr.data.val, a.task, out)
+    if a.task == "scene":
+        table["psnr_label_colour"] = label_colour_psnr(_sequences(a.task, a.size, a.frames)[0])
     if a.task == "scene" and not a.no_edit:
         with torch.no_grad():
             table["edit"] = edit_check(models, _sequences(a.task, a.size, a.frames), a, out)
@@ -241,6 +258,8 @@ def compare(a) -> None:
         cpu = f"{cps * a.steps:.0f}" if cps else "(resumed)"
         lines.append(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['warp_err']:.2f} | {r['warp_err_gt']:.2f} "
                      f"| {r['psnr_mean_image']:.2f} | {cpu} |")
+    if "psnr_label_colour" in table:
+        lines += ["", f"labels -> per-label mean colour of the train frames: held-out PSNR {table['psnr_label_colour']:.2f}"]
     if "edit" in table:
         e = table["edit"]
         lines += ["", f"edited scene, mask IoU of the edited object (segmenter: {a.seg_steps} steps, mIoU on real "
