@@ -50,7 +50,7 @@ def test_resume_is_bit_identical(tmp_path, shared_data):
 
 def test_learns_held_out_face(tmp_path, shared_data):
     """Held-out frames (last 20% of 40): after 120 steps the face-region PSNR beats the train frames' mean image
-    (named baseline) by 4 dB. Measured: face PSNR 24.9 dB vs mean image 18.6 dB (~60 s with data preparation)."""
+    (named baseline) by 4 dB. Measured before the --mouth / --landmark-weight defaults: face PSNR 24.9 dB vs mean image 18.6 dB (~60 s with data preparation)."""
     tr = _trainer(tmp_path / "learn", 120, width=16, lr=1e-3, batch_size=4)
     ev = tr.run()["eval"]
     assert ev["face_psnr"] >= ev["mean_face_psnr"] + 4.0, ev
