@@ -1,5 +1,6 @@
 """What the pose-transfer methods (skeleton-cgan, deformable-gan) share: the config fields, the data (Weizmann
-pose clips split by clip: train on some people, animate an unseen one from its first frame), the two-stream
+pose clips split by clip: train on some people, animate an unseen one from its first frame), the method skeleton
+(`PoseTransferMethod`: GAN phases, the conditional D step, evaluation, renders), the two-stream
 encoder / decoder of their generators, the frame metrics with the copy-the-reference baseline, and the
 per-pose-distance report.
 
@@ -12,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neuralrender.data.poses import WEIZMANN_CLIPS, PoseFrameDataset, weizmann_clips
 from neuralrender.graphics.draw import gaussian_heatmaps
 from neuralrender.graphics.skeleton import BODY_PARTS
-from neuralrender.methods.base import DataBundle
+from neuralrender.losses.gan import discriminator_loss, generator_loss
+from neuralrender.methods.base import DataBundle, Method
 from neuralrender.metrics import psnr, ssim
 from neuralrender.nn.blocks import conv_block
 
@@ -41,6 +44,67 @@ class PoseTransferConfig:
         "help": "mean part displacement beyond 1 px of jitter (pixels at 64 px) at which a part counts as moved "
                 "(weight 1 - 1/e; see motion_region)"})
     region_sigma: float = field(default=3.0, metadata={"help": "width of the part regions (pixels at 64 px)"})
+    width: int = field(default=16, metadata={"help": "channels of the first encoder level"})
+    depth: int = field(default=4, metadata={"help": "stride-2 levels of each encoder"})
+    d_width: int = field(default=32, metadata={"help": "PatchGAN channels of the first layer"})
+    d_layers: int = field(default=3, metadata={"help": "PatchGAN stride-2 layers"})
+
+
+class PoseTransferMethod(Method):
+    """The shared skeleton of skeleton-cgan and deformable-gan. A subclass builds `self.discriminator` (a
+    PatchGAN over (reference, pose image, frame)) and implements `generate(batch) -> [B,3,H,W]` and
+    `generator_terms(fake, batch) -> (loss, logs)` (its reconstruction terms; the adversarial term is added here).
+    The generated frame is computed once per step and shared by the D and G phases."""
+
+    phases = ("d", "g")
+    train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 8, "steps": 2000, "eval_every": 500,
+                      "ckpt_every": 500, "eval_batches": 0}
+
+    def __init__(self, cfg, info):
+        super().__init__(cfg, info)
+        self._fake = None
+
+    @classmethod
+    def build_data(cls, cfg, data, seed):
+        return build_pose_transfer_data(cfg, seed)
+
+    def region(self, ref_joints: torch.Tensor, joints: torch.Tensor, height: int, width: int):
+        """`motion_region` of the reference and target joints [B,33,2] (pixels) at this size, or None without
+        --blend / --region."""
+        if not (self.cfg.blend and self.cfg.region):
+            return None
+        k = height / 64
+        return motion_region(ref_joints, joints, height, width, self.cfg.region_sigma * k, self.cfg.region_tau * k)
+
+    def generate(self, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generator_terms(self, fake: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def loss(self, phase, batch, step):
+        ref, cond, real = batch["ref_image"], batch["cond"], batch["image"]
+        if phase == "d" or self._fake is None or self._fake[0] != step:
+            self._fake = (step, self.generate(batch))
+        fake = self._fake[1]
+        if phase == "d":
+            d = discriminator_loss(self.discriminator(torch.cat([ref, cond, real], 1)),
+                                   self.discriminator(torch.cat([ref, cond, fake.detach()], 1)), self.cfg.gan_mode)
+            return d, {"d": d.item()}
+        self._fake = None
+        adv = generator_loss(self.discriminator(torch.cat([ref, cond, fake], 1)), self.cfg.gan_mode)
+        terms, logs = self.generator_terms(fake, batch)
+        logs = {"g_adv": adv.item(), "l1": F.l1_loss(fake, real).item(), **logs}
+        return self.cfg.lambda_gan * adv + terms, logs
+
+    @torch.no_grad()
+    def evaluate(self, batch):
+        return transfer_metrics(self.generate(batch), batch)
+
+    @torch.no_grad()
+    def render(self, batch):
+        fake = self.generate(batch)
+        return {"ref_pose_output_real": torch.cat([batch["ref_image"], batch["cond"], fake, batch["image"]], 0)}
 
 
 def build_pose_transfer_data(cfg, seed: int) -> DataBundle:

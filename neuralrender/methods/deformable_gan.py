@@ -28,20 +28,16 @@ import torch.nn.functional as F
 
 from neuralrender.graphics.draw import gaussian_heatmaps
 from neuralrender.graphics.warp import make_coordinate_grid, pixel_to_normalized, sample_grid
-from neuralrender.losses.gan import discriminator_loss, generator_loss
 from neuralrender.methods._motion import (
     PART_JOINTS,
     Decoder,
     Encoder,
     PoseTransferConfig,
+    PoseTransferMethod,
     blend_output,
-    build_pose_transfer_data,
     inside_image,
-    motion_region,
     part_masks,
-    transfer_metrics,
 )
-from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import PatchDiscriminator
 from neuralrender.registry import register
 
@@ -116,27 +112,16 @@ def nearest_neighbour_loss(fake: torch.Tensor, real: torch.Tensor, n: int = 3) -
 
 @dataclass
 class DeformableGANConfig(PoseTransferConfig):
-    width: int = field(default=16, metadata={"help": "channels of the first encoder level"})
-    depth: int = field(default=4, metadata={"help": "stride-2 levels of each encoder"})
     sigma: float = field(default=2.0, metadata={"help": "pose heatmap / part mask width in pixels at 64 px"})
     nn_size: int = field(default=3, metadata={"help": "neighbourhood of the nearest-neighbour loss (odd)"})
     deformable: bool = field(default=True, metadata={"help": "deformable skips (false: plain skips, ablation)"})
-    d_width: int = field(default=32, metadata={"help": "PatchGAN channels of the first layer"})
-    d_layers: int = field(default=3, metadata={"help": "PatchGAN stride-2 layers"})
     lambda_nn: float = field(default=100.0, metadata={"help": "weight of the nearest-neighbour loss"})
 
 
 @register("deformable-gan")
-class DeformableGAN(Method):
+class DeformableGAN(PoseTransferMethod):
     description = "Deformable GAN: per-part affine deformable skip connections, nearest-neighbour loss"
     Config = DeformableGANConfig
-    phases = ("d", "g")
-    train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 8, "steps": 2000, "eval_every": 500,
-                      "ckpt_every": 500, "eval_batches": 0}
-
-    @classmethod
-    def build_data(cls, cfg, data, seed):
-        return build_pose_transfer_data(cfg, seed)
 
     def __init__(self, cfg: DeformableGANConfig, info):
         super().__init__(cfg, info)
@@ -169,37 +154,14 @@ class DeformableGAN(Method):
             masks = part_masks(torch.nan_to_num(tgt_joints), valid, H, W, self.cfg.sigma * H / 64 * 1.5)
             fs = [deform_features(f, A, masks) for f in fs]
             base = deform_features(src, A, masks, "select")  # the same deformation on the pixels
-        region = None
-        if self.cfg.blend and self.cfg.region:
-            k = H / 64
-            region = motion_region(src_joints, tgt_joints, H, W, self.cfg.region_sigma * k, self.cfg.region_tau * k)
+        region = self.region(src_joints, tgt_joints, H, W)
+        if region is not None:
             base = region * base + (1 - region) * src  # parts that did not move: the source itself, unwarped
         return blend_output(self.decoder([fs, ft]), base, self.cfg.blend, region)
 
     def generate(self, batch: dict) -> torch.Tensor:
         return self(batch["ref_image"], batch["ref_joints"], batch["ref_observed"], batch["joints"], batch["observed"])
 
-    def loss(self, phase, batch, step):
-        ref, cond, real = batch["ref_image"], batch["cond"], batch["image"]
-        if phase == "d" or getattr(self, "_fake", None) is None or self._fake[0] != step:
-            self._fake = (step, self.generate(batch))
-        fake = self._fake[1]
-        if phase == "d":
-            d = discriminator_loss(self.discriminator(torch.cat([ref, cond, real], 1)),
-                                   self.discriminator(torch.cat([ref, cond, fake.detach()], 1)), self.cfg.gan_mode)
-            return d, {"d": d.item()}
-        self._fake = None
-        adv = generator_loss(self.discriminator(torch.cat([ref, cond, fake], 1)), self.cfg.gan_mode)
-        nn_l = nearest_neighbour_loss(fake, real, self.cfg.nn_size)
-        return self.cfg.lambda_gan * adv + self.cfg.lambda_nn * nn_l, {"g_adv": adv.item(), "nn": nn_l.item(),
-                                                                        "l1": F.l1_loss(fake, real).item()}
-
-    @torch.no_grad()
-    def evaluate(self, batch):
-        return transfer_metrics(self.generate(batch), batch)
-
-    @torch.no_grad()
-    def render(self, batch):
-        fake = self.generate(batch)
-        return {"ref_pose_output_real": torch.cat([batch["ref_image"], batch["cond"], fake, batch["image"]], 0)}
-
+    def generator_terms(self, fake, batch):
+        nn_l = nearest_neighbour_loss(fake, batch["image"], self.cfg.nn_size)
+        return self.cfg.lambda_nn * nn_l, {"nn": nn_l.item()}

@@ -25,17 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralrender.errors import NeuralRenderError
-from neuralrender.losses.gan import discriminator_loss, generator_loss
 from neuralrender.methods._motion import (
     Decoder,
     Encoder,
     PoseTransferConfig,
+    PoseTransferMethod,
     blend_output,
-    build_pose_transfer_data,
-    motion_region,
-    transfer_metrics,
 )
-from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import PatchDiscriminator
 from neuralrender.registry import register
 
@@ -64,33 +60,21 @@ class SiameseUNet(nn.Module):
 
 @dataclass
 class SkeletonCGANConfig(PoseTransferConfig):
-    width: int = field(default=16, metadata={"help": "channels of the first encoder level"})
-    depth: int = field(default=4, metadata={"help": "stride-2 levels of each encoder"})
-    d_width: int = field(default=32, metadata={"help": "PatchGAN channels of the first layer"})
-    d_layers: int = field(default=3, metadata={"help": "PatchGAN stride-2 layers"})
     lambda_l1: float = field(default=100.0, metadata={"help": "weight of the L1 term"})
     lambda_triplet: float = field(default=1.0, metadata={"help": "weight of the triplet loss on frame embeddings"})
     margin: float = field(default=1.0, metadata={"help": "triplet margin"})
 
 
 @register("skeleton-cgan")
-class SkeletonCGAN(Method):
+class SkeletonCGAN(PoseTransferMethod):
     description = "skeleton cGAN: Siamese U-Net (reference + skeleton), triplet D, L1 + GAN + triplet loss"
     Config = SkeletonCGANConfig
-    phases = ("d", "g")
-    train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 8, "steps": 2000, "eval_every": 500,
-                      "ckpt_every": 500, "eval_batches": 0}
-
-    @classmethod
-    def build_data(cls, cfg, data, seed):
-        return build_pose_transfer_data(cfg, seed)
 
     def __init__(self, cfg: SkeletonCGANConfig, info):
         super().__init__(cfg, info)
         c = info["cond_channels"]
         self.generator = SiameseUNet(c, cfg.width, cfg.depth, cfg.blend, 0.0 if cfg.region else -3.0)
         self.discriminator = PatchDiscriminator(3 + c + 3, cfg.d_width, cfg.d_layers)
-        self._fake = None
 
     def parameters_for(self, phase):
         return list((self.discriminator if phase == "d" else self.generator).parameters())
@@ -98,32 +82,18 @@ class SkeletonCGAN(Method):
     def forward(self, ref, ref_cond, cond, ref_joints=None, joints=None):
         """Reference [B,3,H,W] + its skeleton, target skeleton [B,C,H,W] -> [B,3,H,W]. With --region the reference
         and target joints [B,33,2] (pixels) give the region that may change (`motion_region`)."""
-        region = None
-        if self.cfg.blend and self.cfg.region:
-            if ref_joints is None or joints is None:
-                raise NeuralRenderError("skeleton-cgan with --region needs the reference and target joints")
-            H, W = ref.shape[-2:]
-            k = H / 64
-            region = motion_region(ref_joints, joints, H, W, self.cfg.region_sigma * k, self.cfg.region_tau * k)
+        if self.cfg.blend and self.cfg.region and (ref_joints is None or joints is None):
+            raise NeuralRenderError("skeleton-cgan with --region needs the reference and target joints")
+        region = self.region(ref_joints, joints, *ref.shape[-2:]) if ref_joints is not None else None
         return self.generator(ref, ref_cond, cond, region)
 
     def generate(self, batch: dict) -> torch.Tensor:
         return self(batch["ref_image"], batch["ref_cond"], batch["cond"], batch["ref_joints"], batch["joints"])
 
-    def loss(self, phase, batch, step):
+    def generator_terms(self, fake, batch):
         ref, cond, real = batch["ref_image"], batch["cond"], batch["image"]
-        if phase == "d" or self._fake is None or self._fake[0] != step:
-            self._fake = (step, self.generate(batch))
-        fake = self._fake[1]
-        if phase == "d":
-            d = discriminator_loss(self.discriminator(torch.cat([ref, cond, real], 1)),
-                                   self.discriminator(torch.cat([ref, cond, fake.detach()], 1)), self.cfg.gan_mode)
-            return d, {"d": d.item()}
-        self._fake = None
-        adv = generator_loss(self.discriminator(torch.cat([ref, cond, fake], 1)), self.cfg.gan_mode)
-        l1 = F.l1_loss(fake, real)
-        total = self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1
-        logs = {"g_adv": adv.item(), "l1": l1.item()}
+        total = self.cfg.lambda_l1 * F.l1_loss(fake, real)
+        logs = {}
         if self.cfg.lambda_triplet > 0 and ref.shape[0] > 1:
             prev = self(ref, batch["ref_cond"], batch["prev_cond"], batch["ref_joints"], batch["prev_joints"])
             anchor = self.generator.embed(fake, cond)
@@ -133,12 +103,3 @@ class SkeletonCGAN(Method):
             total = total + self.cfg.lambda_triplet * trip
             logs["triplet"] = trip.item()
         return total, logs
-
-    @torch.no_grad()
-    def evaluate(self, batch):
-        return transfer_metrics(self.generate(batch), batch)
-
-    @torch.no_grad()
-    def render(self, batch):
-        fake = self.generate(batch)
-        return {"ref_pose_output_real": torch.cat([batch["ref_image"], batch["cond"], fake, batch["image"]], 0)}
