@@ -103,3 +103,26 @@ def test_autoencoder_learns(tmp_path, shared_data):
     ev = summary["eval"]
     assert ev["psnr"] >= ev["psnr_mean_image"] + 5.0, ev
     assert (tmp_path / "learn" / "renders" / "step_00000300_reconstructions.png").is_file()
+
+
+def test_step_output_runs_the_generator_once_per_gan_step():
+    """Method.step_output: phase 'd' computes, 'g' of the same step reuses (attached), a new step recomputes."""
+    from neuralrender.methods.base import Method
+
+    m = Method.__new__(Method)
+    torch.nn.Module.__init__(m)
+    w = torch.ones(2, requires_grad=True)
+    calls = []
+
+    def gen():
+        calls.append(1)
+        return w * 2
+
+    a = m.step_output(0, "d", gen)
+    b = m.step_output(0, "g", gen)
+    assert len(calls) == 1 and b is a and b.requires_grad
+    m.step_output(0, "g", gen)  # the g phase dropped the cache: a second g recomputes
+    m.step_output(1, "d", gen)
+    assert len(calls) == 3
+    m.step_output(2, "g", gen)  # stale cache of step 1: recomputed
+    assert len(calls) == 4

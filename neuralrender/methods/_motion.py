@@ -54,15 +54,11 @@ class PoseTransferMethod(Method):
     """The shared skeleton of skeleton-cgan and deformable-gan. A subclass builds `self.discriminator` (a
     PatchGAN over (reference, pose image, frame)) and implements `generate(batch) -> [B,3,H,W]` and
     `generator_terms(fake, batch) -> (loss, logs)` (its reconstruction terms; the adversarial term is added here).
-    The generated frame is computed once per step and shared by the D and G phases."""
+    The generated frame is computed once per step and shared by the D and G phases (`Method.step_output`)."""
 
     phases = ("d", "g")
     train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 8, "steps": 2000, "eval_every": 500,
                       "ckpt_every": 500, "eval_batches": 0}
-
-    def __init__(self, cfg, info):
-        super().__init__(cfg, info)
-        self._fake = None
 
     @classmethod
     def build_data(cls, cfg, data, seed):
@@ -84,14 +80,11 @@ class PoseTransferMethod(Method):
 
     def loss(self, phase, batch, step):
         ref, cond, real = batch["ref_image"], batch["cond"], batch["image"]
-        if phase == "d" or self._fake is None or self._fake[0] != step:
-            self._fake = (step, self.generate(batch))
-        fake = self._fake[1]
+        fake = self.step_output(step, phase, lambda: self.generate(batch))
         if phase == "d":
             d = discriminator_loss(self.discriminator(torch.cat([ref, cond, real], 1)),
                                    self.discriminator(torch.cat([ref, cond, fake.detach()], 1)), self.cfg.gan_mode)
             return d, {"d": d.item()}
-        self._fake = None
         adv = generator_loss(self.discriminator(torch.cat([ref, cond, fake], 1)), self.cfg.gan_mode)
         terms, logs = self.generator_terms(fake, batch)
         logs = {"g_adv": adv.item(), "l1": F.l1_loss(fake, real).item(), **logs}

@@ -59,6 +59,16 @@ class Method(nn.Module):
         """The scalar loss for one phase and the numbers to log."""
         raise NotImplementedError
 
+    def step_output(self, step: int, phase: str, generate):
+        """For GANs (phases ("d", "g")): the generator's output of this step, computed once. Phase 'd' calls
+        `generate()` and keeps the result; phase 'g' of the same step gets it back, still attached to the graph
+        (then it is dropped); a 'g' without a preceding 'd' of that step calls `generate()` itself."""
+        cached = self.__dict__.get("_step_output")
+        if phase == "d" or cached is None or cached[0] != step:
+            cached = (step, generate())
+        self.__dict__["_step_output"] = cached if phase == "d" else None
+        return cached[1]
+
     # --- evaluation and outputs --------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, batch: dict) -> dict[str, float]:

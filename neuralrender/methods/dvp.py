@@ -195,7 +195,6 @@ class DeepVideoPortraits(Method):
                               up="transpose", out_act="sigmoid")
         self.discriminator = PatchDiscriminator(c + 3, cfg.d_width, cfg.d_layers)
         self.register_buffer("mean_image", info["mean_image"].float().clone())
-        self._fake = None
 
     def parameters_for(self, phase):
         return list((self.discriminator if phase == "d" else self.generator).parameters())
@@ -206,14 +205,11 @@ class DeepVideoPortraits(Method):
 
     def loss(self, phase, batch, step):
         cond, real, mask = batch["cond"], batch["image"], batch["mask"]
-        if phase == "d":  # one generator pass per step, reused by phase g
-            self._fake = (step, self(cond))
-        fake = self._fake[1] if self._fake is not None and self._fake[0] == step else self(cond)
+        fake = self.step_output(step, phase, lambda: self(cond))
         if phase == "d":
             d = discriminator_loss(self.discriminator(torch.cat([cond, real], 1)),
                                    self.discriminator(torch.cat([cond, fake.detach()], 1)), self.cfg.gan_mode)
             return d, {"d": d.item()}
-        self._fake = None
         adv = generator_loss(self.discriminator(torch.cat([cond, fake], 1)), self.cfg.gan_mode)
         w = 1.0 + self.cfg.face_weight * mask
         if self.cfg.landmark_weight:

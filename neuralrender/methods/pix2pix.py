@@ -55,7 +55,6 @@ class Pix2Pix(Method):
                               up="transpose", out_act="sigmoid", dropout=cfg.dropout)
         self.discriminator = PatchDiscriminator(c + 3, cfg.d_width, cfg.d_layers)
         self.register_buffer("mean_image", info["mean_image"].float().clone())
-        self._fake = None
 
     def parameters_for(self, phase):
         return list((self.discriminator if phase == "d" else self.generator).parameters())
@@ -66,14 +65,11 @@ class Pix2Pix(Method):
 
     def loss(self, phase, batch, step):
         cond, real = batch["cond"][:, 0], batch["image"][:, 0]
-        if phase == "d":  # the generator runs once per step; phase g reuses its (still attached) output
-            self._fake = (step, self(cond))
-        fake = self._fake[1] if self._fake is not None and self._fake[0] == step else self(cond)
+        fake = self.step_output(step, phase, lambda: self(cond))
         if phase == "d":
             d = discriminator_loss(self.discriminator(torch.cat([cond, real], 1)),
                                    self.discriminator(torch.cat([cond, fake.detach()], 1)), self.cfg.gan_mode)
             return d, {"d": d.item()}
-        self._fake = None
         adv = generator_loss(self.discriminator(torch.cat([cond, fake], 1)), self.cfg.gan_mode)
         l1 = F.l1_loss(fake, real)
         return self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1, {"g_adv": adv.item(), "l1": l1.item()}

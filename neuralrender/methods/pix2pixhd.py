@@ -72,7 +72,6 @@ class Pix2PixHD(Method):
         vgg = PerceptualLoss.from_path(cfg.vgg_weights or None) if cfg.lambda_vgg > 0 else None
         object.__setattr__(self, "vgg", vgg)  # not a submodule: fixed weights stay out of checkpoints
         self.perceptual_note = perceptual_status(cfg.vgg_weights or None)
-        self._fake = None
 
     def parameters_for(self, phase):
         if phase == "d":
@@ -110,19 +109,19 @@ class Pix2PixHD(Method):
     def loss(self, phase, batch, step):
         cond, real, inst = batch["cond"][:, 0], batch["image"][:, 0], batch["inst"][:, 0]
         coarse = self._coarse(step)
-        if phase == "d" or self._fake is None or self._fake[0] != step:
+        def generate():
             feat = self.features(real, inst)
             if feat is not None:
                 self.bank.add(feat.detach(), inst)
-            self._fake = (step, self(cond, feat, coarse))
-        fake = self._fake[1]
+            return self(cond, feat, coarse)
+
+        fake = self.step_output(step, phase, generate)
         if coarse:
             cond, real = LocalEnhancer.downsample(cond), LocalEnhancer.downsample(real)
         if phase == "d":
             d = discriminator_loss(self.discriminator(torch.cat([cond, real], 1)),
                                    self.discriminator(torch.cat([cond, fake.detach()], 1)), self.cfg.gan_mode)
             return d, {"d": d.item()}
-        self._fake = None
         d_fake = self.discriminator(torch.cat([cond, fake], 1))
         with torch.no_grad():
             d_real = self.discriminator(torch.cat([cond, real], 1))

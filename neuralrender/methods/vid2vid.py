@@ -103,7 +103,6 @@ class Vid2Vid(Method):
         self.d_image = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.d_video = VideoDiscriminator(3, cfg.k_frames, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.register_buffer("mean_image", info["mean_image"].float().clone())
-        self._fake = None
 
     def parameters_for(self, phase):
         if phase == "d":
@@ -157,9 +156,7 @@ class Vid2Vid(Method):
     def loss(self, phase, batch, step):
         b = self._batch_at(batch, step)
         cond, real, gt_flow, gt_mask = b["cond"], b["image"], b["flow"], b["flow_mask"]
-        if phase == "d" or self._fake is None or self._fake[0] != step:
-            self._fake = (step, self.generate(cond))
-        out = self._fake[1]
+        out = self.step_output(step, phase, lambda: self.generate(cond))
         fake = out["image"]
         ci, ri, fi = cond.flatten(0, 1), real.flatten(0, 1), fake.flatten(0, 1)
         use_video = real.shape[1] >= self.cfg.k_frames and self.cfg.lambda_video > 0
@@ -174,7 +171,6 @@ class Vid2Vid(Method):
                 total = total + d_vid
                 logs["d_video"] = d_vid.item()
             return total, logs
-        self._fake = None
         c = self.cfg
         d_fake = self.d_image(torch.cat([ci, fi], 1))
         with torch.no_grad():
