@@ -6,16 +6,6 @@ import torch
 from neuralrender.errors import DataError
 from neuralrender.io.bvh import load_bvh, parse_bvh
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed; these tests are
-    small, so they run on one thread (same results)."""
-    from neuralrender.data.scenes import torch_threads
-
-    with torch_threads(1):
-        yield
-
 SMALL = """HIERARCHY
 ROOT root
 {

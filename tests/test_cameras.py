@@ -23,16 +23,6 @@ from neuralrender.graphics.cameras import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed (50x slower); the
-    tests here are small, so run them on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _random_cams(B=4, W=64, H=48, dist=False, dtype=torch.float64):
     g = torch.Generator().manual_seed(1)
     eye = torch.randn(B, 3, generator=g, dtype=dtype) * 3

@@ -18,14 +18,6 @@ def model(shared_data):
     return FaceModel(num_identity=20)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # much faster on the shared, loaded machine
-    yield
-    torch.set_num_threads(old)
-
-
 def _synthetic(model, T=6, size=64, seed=0):
     """Known parameters, their rendered frames [T,3,size,size] and 68 landmarks [T,68,2] (contour landmarks on
     fixed contour vertices; 61/65 copied from the mouth corners, never used)."""

@@ -12,16 +12,6 @@ from neuralrender.graphics.raster import barycentrics_from_clip, rasterize, rast
 from neuralrender.graphics.texture import texture
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed (50x slower); the
-    tests here are small, so run them on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tetra():
     v = torch.tensor([[0.0, 0.8, 0.0], [-0.7, -0.4, 0.5], [0.7, -0.4, 0.5], [0.0, -0.3, -0.8]], dtype=torch.float64)
     f = torch.tensor([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]])

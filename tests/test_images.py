@@ -21,16 +21,6 @@ from neuralrender.io.images import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed; these tests are
-    small, so they run on one thread (same results)."""
-    from neuralrender.data.scenes import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 def _write_idx(path, arr, magic=None):
     header = magic if magic is not None else bytes([0, 0, 0x08, arr.ndim])
     dims = b"".join(int(d).to_bytes(4, "big") for d in arr.shape)

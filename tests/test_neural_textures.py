@@ -17,14 +17,6 @@ TINY = {"crop": 24, "batch_size": 4, "unet_width": 16, "unet_depth": 3, "quiet":
 NT = {"texture_size": 64, "texture_levels": 3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def sphere(tmp_path_factory):
     return build_sphere_dataset(tmp_path_factory.mktemp("sphere"), n_train=24, n_test=6, size=32)

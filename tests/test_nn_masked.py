@@ -22,14 +22,6 @@ from neuralrender.nn.rowlstm import PixelRNN, RowLSTMLayer
 
 H = W = 12
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is many times faster than two on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 PIX = (6, 6)
 
 

@@ -12,16 +12,6 @@ from neuralrender.graphics.cameras import Cameras, look_at, orbit
 from neuralrender.io.images import save_image
 from neuralrender.io.posed import load_transforms, save_posed_dataset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed; these tests are
-    small, so they run on one thread (same results)."""
-    from neuralrender.data.scenes import torch_threads
-
-    with torch_threads(1):
-        yield
-
 W, H = 24, 16
 
 

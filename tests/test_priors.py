@@ -27,15 +27,6 @@ TINY_AR = {"channels": 8, "layers": 2, "first_kernel": 5, "samples": 2, "batch_s
 TINY_VQ = {"hidden": 16, "res_blocks": 1, "code_dim": 4, "batch_size": 4, "eval_batches": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is many times faster than two on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def train(name, out, steps, **kw):
     _, tcfg, mcfg = build_configs(name, {}, {**QUIET, "out": str(out), "steps": steps, **kw})
     tr = Trainer(name, tcfg, mcfg)

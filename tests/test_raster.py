@@ -17,17 +17,6 @@ from neuralrender.graphics.raster import (
 )
 from neuralrender.graphics.raster_cpu import get_extension, rasterize_visibility, rasterize_visibility_torch
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed (50x slower); the
-    tests here are small, so run them on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 BACKENDS = available_backends()
 MESHES = {"spot": ("meshes", "spot", "spot_triangulated.obj"), "fuze": ("meshes", "fuze", "fuze.obj"),
           "duck": ("meshes", "duck", "Duck.glb")}

@@ -22,16 +22,6 @@ from neuralrender.io.posed import load_transforms
 from neuralrender.io.video import video_info
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed; these tests are
-    small, so they run on one thread (same results)."""
-    from neuralrender.data.scenes import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 def _tiny(name="default", size=32, views=(3, 2, 2, 1, 2)):
     """The named spec at a small size with few views per rig (same rigs, same seed)."""
     spec = load_scene(name)

@@ -10,16 +10,6 @@ from neuralrender.graphics.raster import rasterize
 from neuralrender.graphics.texture import build_mipmaps, mip_level, texture, uv_derivatives_finite
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed (50x slower); the
-    tests here are small, so run them on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _uv(points):
     return torch.tensor(points, dtype=torch.float32).view(1, 1, -1, 2)
 

@@ -6,15 +6,6 @@ import torch
 from neuralrender.nn.unet import UNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions are fastest (and not starved by other processes) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("kw", [
     {},
     {"norm": "batch", "up": "bilinear", "out_act": "tanh"},

@@ -15,16 +15,6 @@ from neuralrender.io.video import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Intra-op threads spin badly when the shared 2-core machine is oversubscribed; these tests are
-    small, so they run on one thread (same results)."""
-    from neuralrender.data.scenes import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 def _smooth_frames(t=6, h=32, w=48):
     """Frames with large flat blocks (compress well, so mp4 round trips are close)."""
     f = torch.zeros(t, 3, h, w)
