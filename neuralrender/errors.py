@@ -27,3 +27,20 @@ class MissingDependencyError(NeuralRenderError):
         super().__init__(
             f"'{package}' is needed{what} but is not installed; install it with: pip install 'neuralrender[{extra}]'"
         )
+
+
+def script_main(main):
+    """Decorator for the `main(argv=None) -> int` of a recipe or script: a NeuralRenderError (or an OSError on
+    a user's file) becomes one line `error: ...` on stderr and exit status 2, as in the CLI."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        try:
+            return main(argv)
+        except (NeuralRenderError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapped

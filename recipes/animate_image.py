@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuralrender.errors import NeuralRenderError  # noqa: E402
+from neuralrender.errors import NeuralRenderError, script_main  # noqa: E402
 
 
 def load_source(path: str) -> torch.Tensor:
@@ -76,6 +76,7 @@ def animate(model, source, driving, relative=True, adapt_scale=True, best_frame:
     return out
 
 
+@script_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="run directory of a trained animation method")
@@ -91,11 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=int, default=0, help="nearest upscale of the preview (0 = to ~256 px per panel)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    try:
-        return run(args)
-    except NeuralRenderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(args)
 
 
 def run(args) -> int:
@@ -156,4 +153,4 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

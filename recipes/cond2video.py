@@ -36,14 +36,15 @@ from neuralrender.data.conditions import (  # noqa: E402
     scene_camera_path,
 )
 from neuralrender.data.scenes import load_scene  # noqa: E402
-from neuralrender.errors import NeuralRenderError  # noqa: E402
+from neuralrender.errors import NeuralRenderError, script_main  # noqa: E402
 from neuralrender.io.images import save_grid  # noqa: E402
 from neuralrender.io.video import write_video  # noqa: E402
 from neuralrender.methods._cond2d import cond_to_rgb, fit_segmenter, mask_iou  # noqa: E402
 from neuralrender.train.trainer import load_run  # noqa: E402
 
 
-def main() -> None:
+@script_main
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True)
     ap.add_argument("--out", required=True)
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--seg-steps", type=int, default=1500, help="segmenter training steps")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     model, bundle, _, _ = load_run(a.run, device=a.device)
     cfg = model.cfg
@@ -97,7 +98,8 @@ def main() -> None:
     write_video(strip, out.with_suffix(".mp4"), fps=8)
     save_grid(strip[:: max(1, strip.shape[0] // 4)], out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.mp4')} and {out.with_suffix('.png')}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuralrender.errors import NeuralRenderError  # noqa: E402
+from neuralrender.errors import NeuralRenderError, script_main  # noqa: E402
 from neuralrender.methods import editing  # noqa: E402
 
 
@@ -105,6 +105,7 @@ def apply_edits(model, args) -> list[str]:
     return done
 
 
+@script_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="a trained neural-textures (or pix2pix-gbuffer) run")
@@ -161,8 +162,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except NeuralRenderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    raise SystemExit(main())

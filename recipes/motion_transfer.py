@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuralrender.errors import NeuralRenderError  # noqa: E402
+from neuralrender.errors import NeuralRenderError, script_main  # noqa: E402
 
 
 def clip_name(path: str) -> str:
@@ -58,6 +58,7 @@ def train_target(target: str, out: Path, steps: int, threads: int) -> Path:
     return run
 
 
+@script_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", help="a trained pose2body run (the target person)")
@@ -74,11 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--out", required=True, help="output path without extension")
     a = ap.parse_args(argv)
-    try:
-        return run(a)
-    except (NeuralRenderError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(a)
 
 
 def run(a) -> int:

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuralrender.errors import NeuralRenderError  # noqa: E402
+from neuralrender.errors import NeuralRenderError, script_main  # noqa: E402
 
 
 def last_eval(run_dir: Path) -> dict:
@@ -59,6 +59,7 @@ def get_track(video: Path, track: str | None, out: Path, frames: int | None):
     return tr, imgs
 
 
+@script_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", required=True)
@@ -81,11 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--light", default="cycle", choices=["cycle", "mean"], help="the target's per-frame or mean SH")
     ap.add_argument("--no-checks", action="store_true", help="skip the dlib checks on the output")
     a = ap.parse_args(argv)
-    try:
-        return run(a)
-    except NeuralRenderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(a)
 
 
 def run(a) -> int:
