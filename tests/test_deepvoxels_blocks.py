@@ -18,7 +18,7 @@ from neuralrender.graphics.cameras import Cameras, look_at, orbit
 from neuralrender.graphics.voxels import lift_features, sample_along_rays, voxel_centers
 from neuralrender.nn.convgru import ConvGRU, ConvGRUCell
 from neuralrender.nn.occlusion import OcclusionNet
-from neuralrender.nn.unet3d import UNet3d
+from neuralrender.nn.unet3d import Conv3d, UNet3d
 
 
 def tilted_cameras(n=3, W=40, H=30):
@@ -154,6 +154,24 @@ def test_unet3d_odd_sizes_and_residual_identity():
     assert torch.equal(net(x), x)
     y = UNet3d(2, 5, width=4, depth=1)(torch.rand(2, 2, 6, 6, 6))
     assert y.shape == (2, 5, 6, 6, 6)
+
+
+@pytest.mark.parametrize("cin,cout,size,kernel,stride", [(16, 16, (20, 12, 10), 3, 1), (8, 4, (9, 7, 6), 3, 2),
+                                                         (4, 4, (8, 8, 8), 5, 1), (3, 2, (2, 3, 3), 3, 2)])
+def test_conv3d_split_path_equals_nn_conv3d(cin, cout, size, kernel, stride):
+    """unet3d.Conv3d's batch-of-one CPU path (two D halves with a halo, as a batch of 2) gives nn.Conv3d's
+    output and gradients (odd / even sizes, stride 2, larger kernels)."""
+    torch.manual_seed(0)
+    conv = Conv3d(cin, cout, kernel, stride, padding=kernel // 2)
+    x = torch.randn(1, cin, *size, requires_grad=True)
+    y, y_ref = conv(x), torch.nn.Conv3d.forward(conv, x)
+    assert y.shape == y_ref.shape
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
+    grads_ref = torch.autograd.grad(y_ref, (x, conv.weight, conv.bias), g)
+    for a, b in zip(grads, grads_ref):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
 
 def test_nearest_views_on_an_orbit():

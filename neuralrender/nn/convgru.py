@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+from neuralrender.nn.unet3d import Conv3d
+
+_CONV = {2: nn.Conv2d, 3: Conv3d}  # unet3d.Conv3d: nn.Conv3d with a faster CPU path for one volume
 
 
 class ConvGRUCell(nn.Module):

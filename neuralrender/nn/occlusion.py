@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuralrender.nn.unet3d import conv3d_block
+from neuralrender.nn.unet3d import Conv3d, conv3d_block
 
 
 class OcclusionNet(nn.Module):
@@ -32,7 +32,7 @@ class OcclusionNet(nn.Module):
             blocks.append(conv3d_block(c, hidden, norm=norm, act="lrelu"))
             c = hidden
         self.body = nn.Sequential(*blocks)
-        self.head = nn.Conv3d(c, 1, 3, padding=1)
+        self.head = Conv3d(c, 1, 3, padding=1)
         self.temperature = temperature
 
     def forward(self, frustum: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

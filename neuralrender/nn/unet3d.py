@@ -19,10 +19,36 @@ def norm3d(kind: str, channels: int) -> nn.Module:
     return norm_layer(kind, channels, dims=3)
 
 
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d with a faster CPU path for one volume: for a batch of 1 with C*D*H <= 20480, PyTorch's CPU
+    convolution picks its native ("slow_conv3d") kernel over oneDNN, which on one thread is 4-7x slower
+    forward + backward for DeepVoxels' 32^3 grids (16 channels, 3^3 kernel: 0.19 s vs 0.02 s; 1^3 kernels are
+    left to the native path, which is faster there). Here such a volume is
+    split into two halves along D, each with the rows its outputs need (a halo), and convolved as a batch of
+    2 (oneDNN); the result is identical up to float rounding (tests/test_deepvoxels_blocks.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s, p = self.kernel_size[0], self.stride[0], self.padding[0]
+        if (x.dim() != 5 or x.shape[0] != 1 or self.kernel_size == (1, 1, 1) or x.device.type != "cpu" or x.dtype != torch.float32
+                or not torch.backends.mkldnn.is_available() or x.shape[1] * x.shape[2] * x.shape[3] > 20480
+                or self.groups != 1 or self.dilation != (1, 1, 1) or self.padding_mode != "zeros"
+                or isinstance(self.padding, str)):
+            return super().forward(x)
+        Do = (x.shape[2] + 2 * p - k) // s + 1
+        if Do < 2:
+            return super().forward(x)
+        h = (Do + 1) // 2  # output rows of the first half; the second has Do - h (<= h)
+        n = (h - 1) * s + k  # input rows (D-padded) that h output rows read
+        xp = F.pad(x, (0, 0, 0, 0, p, p + max(0, h * s + n - (x.shape[2] + 2 * p))))
+        halves = torch.cat([xp[:, :, :n], xp[:, :, h * s:h * s + n]])
+        y = F.conv3d(halves, self.weight, self.bias, self.stride, (0, self.padding[1], self.padding[2]))
+        return torch.cat([y[:1], y[1:, :, :Do - h]], 2)
+
+
 def conv3d_block(cin: int, cout: int, kernel: int = 3, stride: int = 1, norm: str = "group",
                  act: str = "lrelu") -> nn.Sequential:
     """Conv3d -> norm -> activation; stride 2 halves D, H and W."""
-    return nn.Sequential(nn.Conv3d(cin, cout, kernel, stride, padding=kernel // 2), norm3d(norm, cout), activation(act))
+    return nn.Sequential(Conv3d(cin, cout, kernel, stride, padding=kernel // 2), norm3d(norm, cout), activation(act))
 
 
 class UNet3d(nn.Module):
@@ -49,7 +75,7 @@ class UNet3d(nn.Module):
         for i in reversed(range(depth)):
             self.up.append(conv3d_block(chans[i + 1], chans[i], norm=norm, act=act))
             self.fuse.append(conv3d_block(2 * chans[i], chans[i], norm=norm, act=act))
-        self.head = nn.Conv3d(chans[0], out_channels, 1)
+        self.head = Conv3d(chans[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
