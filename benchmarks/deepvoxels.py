@@ -257,10 +257,8 @@ def speed(args) -> dict:
         def project(grid, cams, _m=m):
             with record_function("3D nets (GRU + 3D U-Net)"):
                 g = _m.inpaint(grid)
-            B = cams.batch_size
             with record_function("projection (sample_along_rays + occlusion)"):
-                fr, depths = dvm.sample_along_rays(g.expand(B, -1, -1, -1, -1), _m.bounds_min, _m.bounds_max, cams,
-                                                   _m.cfg.depth_bins, _m.near, _m.far, height=_m.fh, width=_m.fw)
+                fr, depths = _m.frustum(g, cams)
                 feats, depth, w = _m.occlusion(fr, depths)
             with record_function("2D rendering net"):
                 up = F.interpolate(feats, size=(_m.height, _m.width), mode="bilinear", align_corners=False)

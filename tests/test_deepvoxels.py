@@ -113,6 +113,22 @@ def test_grid_is_a_parameter_with_its_own_lr_or_the_papers_buffer(scene, tmp_pat
     assert tb.model.grid.abs().sum() > 0
 
 
+def test_box_shaped_grid_and_rays_sampled_in_the_box(scene, tmp_path):
+    """A non-cubic --bounds gives a grid with cubic voxels (grid_res along the longest side); with ray_box
+    each ray's depth bins lie between its box entry and exit, and the expected depth stays inside them."""
+    tr = trainer(scene, tmp_path / "box", 2, ckpt_every=0, bounds="-0.9,-0.6,-0.9,0.9,0.6,0.9", ray_box=True)
+    assert tr.model.grid.shape == (1, 8, 8, 5, 8) and tr.model.grid_shape == (8, 5, 8)
+    s = tr.run()
+    assert math.isfinite(s["train"]["l1"]) and math.isfinite(s["eval"]["psnr"])
+    cams = tr.data.val.cameras[:2]
+    tr.model.eval()
+    with torch.no_grad():
+        out = tr.model(cams)
+        _, depths = tr.model.frustum(tr.model.grid, cams)
+    assert depths.shape == (2, 8, 16, 16) and out["weights"].shape == (2, 1, 8, 16, 16)
+    assert bool((depths >= tr.model.near).all() and (depths <= tr.model.far).all())
+
+
 def test_resume_matches_uninterrupted(scene, tmp_path):
     trainer(scene, tmp_path / "full", 4, ckpt_every=2).run()
     trainer(scene, tmp_path / "part", 2, ckpt_every=2).run()

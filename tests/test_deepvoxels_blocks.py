@@ -15,7 +15,7 @@ from neuralrender.data.view_pairs import (
 )
 from neuralrender.errors import NeuralRenderError
 from neuralrender.graphics.cameras import Cameras, look_at, orbit
-from neuralrender.graphics.voxels import lift_features, sample_along_rays, voxel_centers
+from neuralrender.graphics.voxels import lift_features, ray_box_depths, sample_along_rays, voxel_centers
 from neuralrender.nn.convgru import ConvGRU, ConvGRUCell
 from neuralrender.nn.occlusion import OcclusionNet
 from neuralrender.nn.unet3d import Conv3d, UNet3d
@@ -96,6 +96,51 @@ def test_sample_along_rays_returns_a_known_function():
             assert bool((got[outside].abs() < 1e-6).all())
             checked += int(interior.sum())
     assert checked > 1000
+
+
+def test_in_box_samples_lie_inside_the_box_and_return_the_function():
+    """ray_box_depths: each ray's samples span exactly its segment inside the box (first / last sample half a
+    bin from the entry / exit face), rays that miss get near..far; sample_along_rays(in_box=True) then reads
+    the known linear function at those ray points; the occlusion net takes the per-ray depths."""
+    cams = tilted_cameras()
+    lo, hi = torch.tensor([-0.6, -0.5, -0.7]), torch.tensor([0.7, 0.5, 0.4])
+    res, n, near, far = (12, 10, 11), 8, 0.5, 9.0
+    z = ray_box_depths(cams, lo, hi, n, near, far, height=15, width=20)
+    assert z.shape == (cams.batch_size, n, 15, 20) and bool((z[:, 1:] > z[:, :-1]).all())
+    pix = torch.stack(torch.meshgrid(torch.arange(15) + 0.5, torch.arange(20) + 0.5, indexing="ij")[::-1], -1) * 2
+    hits = 0
+    for bi in range(cams.batch_size):
+        Kinv, R, t = torch.linalg.inv(cams.K[bi]), cams.R[bi], cams.t[bi]
+        d = (torch.cat([pix, torch.ones(15, 20, 1)], -1) @ Kinv.T) @ R  # world step per unit camera z
+        c = -(R.T @ t)
+        step = (z[bi, 1] - z[bi, 0])  # bin width
+        z_in, z_out = z[bi, 0] - step / 2, z[bi, -1] + step / 2
+        p_in, p_out = c + z_in[..., None] * d, c + z_out[..., None] * d
+        miss = torch.isclose(z_in, torch.tensor(near)) & torch.isclose(z_out, torch.tensor(far))
+        on_face = lambda p: (((p - lo).abs() < 1e-4) | ((p - hi).abs() < 1e-4)).any(-1)  # noqa: E731
+        inside = lambda p: ((p > lo - 1e-4) & (p < hi + 1e-4)).all(-1)  # noqa: E731
+        assert bool((on_face(p_in) & inside(p_in))[~miss].all()) and bool((on_face(p_out) & inside(p_out))[~miss].all())
+        mid = c + ((z_in + z_out) / 2)[..., None] * d
+        assert not bool(inside(mid)[miss].any())
+        hits += int((~miss).sum())
+    assert hits > 100
+    c = voxel_centers(lo, hi, res)
+    a, b0 = torch.tensor([0.7, -1.3, 2.1]), 0.4
+    grid = (c @ a + b0)[None, None].expand(cams.batch_size, 1, -1, -1, -1).contiguous()
+    vol, depths = sample_along_rays(grid, lo, hi, cams, n, near, far, height=15, width=20, in_box=True)
+    assert torch.equal(depths, z) and vol.shape == (cams.batch_size, 1, n, 15, 20)
+    pts = []
+    for bi in range(cams.batch_size):
+        xy = pix.reshape(1, 1, -1, 2).expand(1, n, -1, -1).reshape(1, -1, 2)
+        pts.append(cams[bi:bi + 1].unproject(xy, z[bi:bi + 1].reshape(1, -1)).reshape(n, 15, 20, 3))
+    pts = torch.stack(pts)
+    vox = (hi - lo) / torch.tensor(res, dtype=torch.float32)
+    interior = ((pts > lo + vox / 2 + 1e-4) & (pts < hi - vox / 2 - 1e-4)).all(-1)
+    assert int(interior.sum()) > 500
+    assert torch.allclose(vol[:, 0][interior], (pts @ a + b0)[interior], atol=1e-3)
+    feats, depth, w = OcclusionNet(1)(vol, depths)
+    assert depth.shape == (cams.batch_size, 1, 15, 20)
+    assert bool((depth >= z[:, :1] - 1e-4).all() and (depth <= z[:, -1:] + 1e-4).all())
 
 
 def test_occlusion_net_picks_the_visible_sample():

@@ -22,6 +22,7 @@ __all__ = [
     "world_to_voxel_index",
     "lift_features",
     "frustum_points",
+    "ray_box_depths",
     "sample_along_rays",
 ]
 
@@ -119,6 +120,18 @@ def lift_features(features: torch.Tensor, cameras, grid_centers: torch.Tensor, n
     return vol, valid
 
 
+def _pixel_centres(cameras, height: int | None, width: int | None) -> tuple[torch.Tensor, int, int]:
+    """Pixel centres [H*W,2] of an image of height x width (default the cameras' size) in the cameras' pixel
+    units (a coarser image's pixel centres, scaled to the cameras' image), and (H, W)."""
+    H = cameras.height if height is None else int(height)
+    W = cameras.width if width is None else int(width)
+    dev, dt = cameras.K.device, cameras.K.dtype
+    ys = (torch.arange(H, device=dev, dtype=dt) + 0.5) * (cameras.height / H)
+    xs = (torch.arange(W, device=dev, dtype=dt) + 0.5) * (cameras.width / W)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], -1).reshape(H * W, 2), H, W
+
+
 def frustum_points(cameras, n_depth: int, near: float, far: float, height: int | None = None,
                    width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """World points of the canonical frustum volume: for every pixel centre (of an image of height x
@@ -129,13 +142,9 @@ def frustum_points(cameras, n_depth: int, near: float, far: float, height: int |
     """
     if n_depth < 1 or not (0 < near < far):
         raise NeuralRenderError(f"frustum_points: need n_depth >= 1 and 0 < near < far, got {n_depth}, {near}, {far}")
-    H = cameras.height if height is None else int(height)
-    W = cameras.width if width is None else int(width)
+    pix, H, W = _pixel_centres(cameras, height, width)
     dev, dt = cameras.K.device, cameras.K.dtype
-    ys = (torch.arange(H, device=dev, dtype=dt) + 0.5) * (cameras.height / H)
-    xs = (torch.arange(W, device=dev, dtype=dt) + 0.5) * (cameras.width / W)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    pix = torch.stack([gx, gy], -1).reshape(1, 1, H * W, 2)
+    pix = pix.view(1, 1, H * W, 2)
     depths = torch.linspace(near, far, n_depth, device=dev, dtype=dt)
     B = cameras.batch_size
     xy = pix.expand(B, n_depth, -1, -1).reshape(B, -1, 2)
@@ -144,13 +153,44 @@ def frustum_points(cameras, n_depth: int, near: float, far: float, height: int |
     return pts.reshape(B, n_depth, H, W, 3), depths
 
 
+def ray_box_depths(cameras, bounds_min, bounds_max, n_depth: int, near: float, far: float,
+                   height: int | None = None, width: int | None = None) -> torch.Tensor:
+    """Per-ray sample depths inside the box: for every pixel centre (of an image of height x width, default
+    the cameras' size) the camera-z interval [z_in, z_out] where its ray is inside [bounds_min, bounds_max]
+    (clipped to [near, far]), sampled at n_depth bin centres z_in + (k + 0.5) / n_depth * (z_out - z_in).
+    Rays that miss the box get [near, far]. -> depths [B,n_depth,H,W] (camera z, increasing along k).
+    Unlike `frustum_points`' global near..far, every sample falls in the box, so a large box keeps its depth
+    resolution on the rays that cross it."""
+    if n_depth < 1 or not (0 < near < far):
+        raise NeuralRenderError(f"ray_box_depths: need n_depth >= 1 and 0 < near < far, got {n_depth}, {near}, {far}")
+    pix, H, W = _pixel_centres(cameras, height, width)
+    dev, dt = cameras.K.device, cameras.K.dtype
+    B = cameras.batch_size
+    pix = pix.unsqueeze(0).expand(B, -1, -1)
+    c = cameras.centers.to(dt).unsqueeze(1)  # [B,1,3]
+    d = cameras.unproject(pix, torch.ones(B, H * W, device=dev, dtype=dt)) - c  # point at camera z = 1, minus c
+    lo, hi = _bounds(bounds_min, bounds_max, d)
+    d = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+    t0, t1 = (lo - c) / d, (hi - c) / d
+    z_in = torch.minimum(t0, t1).amax(-1).clamp_min(near)
+    z_out = torch.maximum(t0, t1).amin(-1).clamp_max(far)
+    miss = z_out <= z_in
+    z_in = torch.where(miss, torch.full_like(z_in, near), z_in)
+    z_out = torch.where(miss, torch.full_like(z_out, far), z_out)
+    k = (torch.arange(n_depth, device=dev, dtype=dt) + 0.5) / n_depth
+    z = z_in.unsqueeze(1) + k.view(1, -1, 1) * (z_out - z_in).unsqueeze(1)  # [B,n,HW]
+    return z.reshape(B, n_depth, H, W)
+
+
 def sample_along_rays(grid: torch.Tensor, bounds_min, bounds_max, cameras, n_depth: int, near: float, far: float,
                       height: int | None = None, width: int | None = None,
-                      mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
+                      mode: str = "bilinear", in_box: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Resample a world-aligned grid [B,C,D,H,W] (box [bounds_min, bounds_max]) into each camera's frustum:
-    -> (frustum volume [B,C,n_depth,Hc,Wc], depths [n_depth]); sample k of pixel (i, j) is the (trilinear)
-    grid value at the ray point with camera z = depths[k]. Points more than half a voxel outside the box
-    read 0 (zero padding, fading linearly over the outer half voxel).
+    -> (frustum volume [B,C,n_depth,Hc,Wc], depths); sample k of pixel (i, j) is the (trilinear) grid value
+    at the ray point with camera z = depths[k] (in_box=False: one linspace(near, far) for all rays, depths
+    [n_depth]) or depths[b, k, i, j] (in_box=True: n_depth samples inside the box along every ray,
+    `ray_box_depths`, depths [B,n_depth,Hc,Wc]). Points more than half a voxel outside the box read 0
+    (zero padding, fading linearly over the outer half voxel).
     The output is what an occlusion network takes (softmax over the depth axis, DeepVoxels).
     """
     if grid.dim() != 5:
@@ -158,7 +198,13 @@ def sample_along_rays(grid: torch.Tensor, bounds_min, bounds_max, cameras, n_dep
     B = grid.shape[0]
     if cameras.batch_size != B:
         raise NeuralRenderError(f"sample_along_rays: {cameras.batch_size} cameras for a grid batch of {B}")
-    pts, depths = frustum_points(cameras, n_depth, near, far, height, width)
+    if in_box:
+        depths = ray_box_depths(cameras, bounds_min, bounds_max, n_depth, near, far, height, width)
+        pix, Hc, Wc = _pixel_centres(cameras, height, width)
+        xy = pix.reshape(1, 1, Hc * Wc, 2).expand(B, n_depth, -1, -1).reshape(B, -1, 2)
+        pts = cameras.unproject(xy, depths.reshape(B, -1)).reshape(B, n_depth, Hc, Wc, 3)
+    else:
+        pts, depths = frustum_points(cameras, n_depth, near, far, height, width)
     g = world_to_grid(pts.to(grid.dtype), bounds_min, bounds_max)  # [B,n,H,W,3]
     out = torch.nn.functional.grid_sample(grid, g, mode=mode, padding_mode="zeros", align_corners=False)
     return out, depths

@@ -41,7 +41,8 @@ from neuralrender.registry import register
 @dataclass
 class DeepVoxelsConfig:
     image_size: int = field(default=128, metadata={"help": "longer image side to train at (integer downscale of the data)"})
-    grid_res: int = field(default=32, metadata={"help": "voxels per side of the persistent feature grid"})
+    grid_res: int = field(default=32, metadata={"help": "voxels along the longest side of the grid box (the other "
+                                                         "sides get as many as keep the voxels cubic: n^3 for a cube)"})
     grid_channels: int = field(default=16, metadata={"help": "feature channels of the grid (and of the lifted features)"})
     depth_bins: int = field(default=32, metadata={"help": "samples per target ray in the frustum volume"})
     frustum_scale: float = field(default=0.5, metadata={"help": "resolution of source features and of the frustum, relative to the image"})
@@ -54,6 +55,9 @@ class DeepVoxelsConfig:
     render_depth: int = field(default=4, metadata={"help": "downsamplings of the rendering U-Net"})
     bounds: str = field(default="auto", metadata={"help": "grid box 'xmin,ymin,zmin,xmax,ymax,zmax' or 'auto' (from the cameras)"})
     bounds_margin: float = field(default=1.0, metadata={"help": "scale of the auto box"})
+    ray_box: bool = field(default=False, metadata={"help": "sample each target ray only where it crosses the grid box "
+                                                           "(depth_bins per ray between its box entry and exit) "
+                                                           "instead of one near..far for all rays"})
     adv_weight: float = field(default=0.0, metadata={"help": "weight of the PatchGAN loss (0 = L1 only, the CPU default)"})
     gate_bias: float = field(default=-2.0, metadata={"help": "initial bias of the GRU's update gate (negative: each step "
                                                              "changes the persistent grid a little; 0 = a plain GRU)"})
@@ -92,13 +96,16 @@ class DeepVoxels(Method):
                 raise NeuralRenderError(f"deepvoxels: {name} must be >= 1, got {getattr(cfg, name)}")
         if not 0 < cfg.frustum_scale <= 1:
             raise NeuralRenderError(f"deepvoxels: frustum_scale must be in (0, 1], got {cfg.frustum_scale}")
-        C, n = cfg.grid_channels, cfg.grid_res
+        C = cfg.grid_channels
         self.width, self.height = int(info["width"]), int(info["height"])
         self.fw, self.fh = max(1, round(self.width * cfg.frustum_scale)), max(1, round(self.height * cfg.frustum_scale))
         self.near, self.far = float(info["near"]), float(info["far"])
         self.register_buffer("bounds_min", torch.as_tensor(info["bounds_min"]).float().clone())
         self.register_buffer("bounds_max", torch.as_tensor(info["bounds_max"]).float().clone())
-        grid = torch.zeros(1, C, n, n, n)  # the persistent grid (the GRU's hidden state)
+        ext = self.bounds_max - self.bounds_min
+        self.grid_shape = tuple(max(1, round(cfg.grid_res * float(e / ext.max()))) for e in ext)  # (nx, ny, nz)
+        nx, ny, nz = self.grid_shape
+        grid = torch.zeros(1, C, nz, ny, nx)  # the persistent grid (the GRU's hidden state)
         if cfg.grid_lr > 0:
             self.grid = torch.nn.Parameter(grid)
         else:
@@ -124,17 +131,17 @@ class DeepVoxels(Method):
         return cameras_from_batch(batch[prefix + "K"], batch[prefix + "R"], batch[prefix + "t"], self.width, self.height)
 
     def lift(self, src_images: torch.Tensor, src_cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source images [N,3,H,W] and their N cameras -> (mean lifted features [1,C,n,n,n] over the views
-        that see each voxel, coverage [1,1,n,n,n] = number of those views)."""
+        """Source images [N,3,H,W] and their N cameras -> (mean lifted features [1,C,nz,ny,nx] over the views
+        that see each voxel, coverage [1,1,nz,ny,nx] = number of those views)."""
         x = F.interpolate(src_images, size=(self.fh, self.fw), mode="area") if (self.fh, self.fw) != src_images.shape[-2:] else src_images
         feats = self.extractor(x)
-        centers = voxel_centers(self.bounds_min, self.bounds_max, self.cfg.grid_res).to(feats)
+        centers = voxel_centers(self.bounds_min, self.bounds_max, self.grid_shape).to(feats)
         vol, valid = lift_features(feats, src_cams, centers)
         cover = valid.sum(0, keepdim=True)
         return (vol * valid).sum(0, keepdim=True) / cover.clamp_min(1.0), cover
 
     def integrate(self, lifted: torch.Tensor) -> torch.Tensor:
-        """One ConvGRU step of the persistent grid with lifted features -> the new grid [1,C,n,n,n]."""
+        """One ConvGRU step of the persistent grid with lifted features -> the new grid [1,C,nz,ny,nx]."""
         return self.gru(lifted, self.grid.clone())  # clone: the buffer is overwritten after this step
 
     def inpainted(self, grid: torch.Tensor) -> torch.Tensor:
@@ -149,17 +156,21 @@ class DeepVoxels(Method):
         return self._inpaint_cache
 
     def project(self, grid: torch.Tensor, cams: Cameras) -> dict[str, torch.Tensor]:
-        """Grid [1,C,n,n,n] (inpainted here) seen by B target cameras -> {"rgb" [B,3,H,W], "depth" [B,1,H,W]
+        """Grid [1,C,nz,ny,nx] (inpainted here) seen by B target cameras -> {"rgb" [B,3,H,W], "depth" [B,1,H,W]
         (expected camera z, upsampled), "weights" [B,1,D,h,w], "features" [B,C,h,w]}."""
-        B = cams.batch_size
-        g = self.inpainted(grid).expand(B, -1, -1, -1, -1)
-        frustum, depths = sample_along_rays(g, self.bounds_min, self.bounds_max, cams, self.cfg.depth_bins,
-                                            self.near, self.far, height=self.fh, width=self.fw)
+        frustum, depths = self.frustum(self.inpainted(grid), cams)
         feats, depth, w = self.occlusion(frustum, depths)
         up = F.interpolate(feats, size=(self.height, self.width), mode="bilinear", align_corners=False)
         rgb = self.renderer(up)
         depth = F.interpolate(depth, size=(self.height, self.width), mode="bilinear", align_corners=False)
         return {"rgb": rgb, "depth": depth, "weights": w, "features": feats}
+
+    def frustum(self, grid: torch.Tensor, cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (inpainted) grid [1,C,nz,ny,nx] resampled along B target cameras' rays -> (frustum volume
+        [B,C,D,h,w], depths: [D] or, with ray_box, [B,D,h,w])."""
+        return sample_along_rays(grid.expand(cams.batch_size, -1, -1, -1, -1), self.bounds_min, self.bounds_max, cams,
+                                 self.cfg.depth_bins, self.near, self.far, height=self.fh, width=self.fw,
+                                 in_box=self.cfg.ray_box)
 
     def forward(self, cams: Cameras) -> dict[str, torch.Tensor]:
         """Test time: only the stored grid and the target cameras."""

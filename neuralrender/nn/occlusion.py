@@ -36,16 +36,19 @@ class OcclusionNet(nn.Module):
         self.temperature = temperature
 
     def forward(self, frustum: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """depths: [D] (one set of bin depths for all rays) or [B,D,H,W] (per ray, e.g. samples inside the
+        grid box); the depth channel is the bin's position along its ray, -1 (first) .. +1 (last)."""
         if frustum.dim() != 5:
             raise ValueError(f"OcclusionNet expects a frustum volume [B,C,D,H,W], got {tuple(frustum.shape)}")
         B, C, D, H, W = frustum.shape
-        if depths.shape != (D,):
-            raise ValueError(f"OcclusionNet: depths must be [{D}], got {tuple(depths.shape)}")
+        if depths.shape not in ((D,), (B, D, H, W)):
+            raise ValueError(f"OcclusionNet: depths must be [{D}] or [{B},{D},{H},{W}], got {tuple(depths.shape)}")
         z = depths.to(frustum)
-        zn = (z - z[0]) / (z[-1] - z[0]).clamp_min(1e-8) * 2 - 1 if D > 1 else torch.zeros_like(z)
+        z = z.view(1, 1, D, 1, 1) if z.dim() == 1 else z.unsqueeze(1)
+        zn = torch.linspace(-1.0, 1.0, D, device=z.device, dtype=z.dtype) if D > 1 else z.new_zeros(1)
         zc = zn.view(1, 1, D, 1, 1).expand(B, 1, D, H, W)
         logits = self.head(self.body(torch.cat([frustum, zc], 1))) / self.temperature
         w = torch.softmax(logits, dim=2)
         feats = (w * frustum).sum(2)
-        depth = (w * z.view(1, 1, D, 1, 1)).sum(2)
+        depth = (w * z).sum(2)
         return feats, depth, w
