@@ -196,3 +196,35 @@ def test_pose2body_blends_with_the_previous_frame():
         assert first.shape == (2, 3, 32, 32) and torch.equal(first, model.generator(torch.cat([cond, 0 * prev], 1))[:, :3])
         model.generator.head[1].bias[3] = -60.0  # mask ~ 0: carry the previous frame over
         assert torch.allclose(model(cond, prev), prev, atol=1e-5)
+
+
+def test_deformable_gan_takes_the_moved_body_from_the_deformed_source():
+    """--warp-body (default): on the target body the output is the deformed source image whatever the generator's
+    blend mask says (opening it fully changes the moved wrist's pixel by < 0.05, and that pixel is the source's
+    wrist, 12 px away); with --warp-body false the open mask replaces it with the generator's RGB."""
+    import torch.nn.functional as F
+
+    from neuralrender.methods.deformable_gan import DeformableGAN, DeformableGANConfig
+
+    H = W = 32
+    torch.manual_seed(0)
+    src_j = torch.full((1, 33, 2), 16.0)
+    src_j[0, :, 1] = torch.linspace(4, 28, 33)
+    src_j[0, [13, 15, 17, 19]] = torch.tensor([[8.0, 8], [8, 14], [8, 15], [9, 15]])
+    tgt_j = src_j.clone()
+    tgt_j[0, [13, 15, 17, 19], 0] += 12  # the left forearm moved 12 px right
+    obs = torch.ones(1, 33)
+    src = F.interpolate(torch.rand(1, 3, 8, 8), size=(H, W), mode="bilinear")  # smooth texture
+    (xs, ys), (xt, yt) = src_j[0, 15].long().tolist(), tgt_j[0, 15].long().tolist()
+    for warp_body in (True, False):
+        model = DeformableGAN(DeformableGANConfig(size=H, width=4, depth=3, warp_body=warp_body), {}).eval()
+        out = {}
+        with torch.no_grad():
+            for bias in (-60.0, 60.0):  # blend mask closed / fully open
+                model.decoder.head.bias[3] = bias
+                out[bias] = model(src, src_j, obs, tgt_j, obs)[0, :, yt, xt]
+        change = (out[60.0] - out[-60.0]).abs().max()
+        if warp_body:
+            assert change < 0.05 and torch.allclose(out[60.0], src[0, :, ys, xs], atol=0.05), (change, out)
+        else:
+            assert change > 0.1, change

@@ -10,7 +10,10 @@ combined by a max (as in the paper); the background (1 - body mask) keeps the un
 The decoder gets the deformed source features and the target encoder's features at every level. With
 --blend (default, our addition) it also outputs a mask blending its RGB with the deformed source image (the
 pixels take the part with the largest mask rather than the max); with --region (default) the mask is restricted
-to the parts that moved (_motion.motion_region) and the output elsewhere is the source image itself.
+to the parts that moved (_motion.motion_region) and the output elsewhere is the source image itself; with
+--warp-body (default, ours) it is also zero on the target body (1 - max of the part masks), so the moved body is
+the deformed source image and the generator paints what the body left behind (trained on two people, its own RGB
+repainted an unseen person's arm in the training people's colours).
 Loss: nearest-neighbour loss (each generated pixel compared with the best match in an n x n neighbourhood
 of the real image, Siarohin et al. eq. 4, here on pixels) + adversarial loss from a PatchGAN on
 (source image, target pose, image).
@@ -116,6 +119,10 @@ class DeformableGANConfig(PoseTransferConfig):
     nn_size: int = field(default=3, metadata={"help": "neighbourhood of the nearest-neighbour loss (odd)"})
     deformable: bool = field(default=True, metadata={"help": "deformable skips (false: plain skips, ablation)"})
     lambda_nn: float = field(default=100.0, metadata={"help": "weight of the nearest-neighbour loss"})
+    warp_body: bool = field(default=True, metadata={
+        "help": "with blend + deformable: the target body (its part masks) is the deformed source image, the "
+                "generator's blend mask is zero there and it paints only what the body left (false: the mask may "
+                "cover the body too)"})
 
 
 @register("deformable-gan")
@@ -144,7 +151,7 @@ class DeformableGAN(PoseTransferMethod):
         H, W = src.shape[-2:]
         fs = self.source_enc(torch.cat([src, self._heatmaps(src_joints, src_obs, H, W)], 1))
         ft = self.target_enc(self._heatmaps(tgt_joints, tgt_obs, H, W))
-        base = src
+        base, body = src, None
         if self.cfg.deformable:
             # joints outside the image are the detector's guesses (Weizmann's cut-off feet): not used for the warps
             valid = (src_obs > 0) & (tgt_obs > 0) & inside_image(src_joints, H, W) & inside_image(tgt_joints, H, W)
@@ -154,9 +161,12 @@ class DeformableGAN(PoseTransferMethod):
             masks = part_masks(torch.nan_to_num(tgt_joints), valid, H, W, self.cfg.sigma * H / 64 * 1.5)
             fs = [deform_features(f, A, masks) for f in fs]
             base = deform_features(src, A, masks, "select")  # the same deformation on the pixels
+            body = masks.amax(1, keepdim=True)
         region = self.region(src_joints, tgt_joints, H, W)
         if region is not None:
             base = region * base + (1 - region) * src  # parts that did not move: the source itself, unwarped
+        if self.cfg.blend and self.cfg.warp_body and body is not None:
+            region = (torch.ones_like(body) if region is None else region) * (1 - body)
         return blend_output(self.decoder([fs, ft]), base, self.cfg.blend, region)
 
     def generate(self, batch: dict) -> torch.Tensor:
