@@ -68,6 +68,26 @@ def test_x2face_starts_as_identity_warp(shared_data, tmp_path):
     assert torch.allclose(out["prediction"], src, atol=1e-5)  # zero-initialised heads: pure copy at step 0
 
 
+def test_monkey_net_starts_as_the_warp_and_moves_with_the_keypoints(shared_data, tmp_path):
+    """Residual output (default): the untrained generator returns the source warped by the dense flow (the
+    decoder's zero-initialised last layer adds nothing), and the motion masks start on the background, so
+    driven by the source itself it copies the source; --output decoded (the paper's) does not."""
+    tr = trainer("monkey-net", tmp_path / "m", 1)
+    src = tr.data.val[0]["source"][None]
+    with torch.no_grad():
+        out = tr.model.eval().reconstruct(src, src)
+    assert torch.allclose(out["prediction"], src.clamp(0.01, 0.99), atol=1e-4)
+    assert float(out["mask"][:, 0].mean()) > 0.5  # background mask dominates at init (flow ~ identity)
+    kp = tr.model.keypoints(src)
+    moved = {"value": kp["value"] + torch.tensor([0.2, 0.0])}
+    with torch.no_grad():
+        out = tr.model.generate(src, moved, kp)
+    assert torch.allclose(out["prediction"], out["deformed"].clamp(0.01, 0.99), atol=1e-4)
+    paper = trainer("monkey-net", tmp_path / "p", 1, output="decoded").model.eval()
+    with torch.no_grad():
+        assert (paper.reconstruct(src, src)["prediction"] - src).abs().mean() > 0.05
+
+
 def test_copart_segmentation_and_part_swap(shared_data, tmp_path):
     tr = trainer("copart", tmp_path / "c", 1)
     m = tr.model.eval()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from neuralrender.errors import NeuralRenderError
 from neuralrender.methods._animation import AnimationDataConfig, KeypointAnimationMethod
 from neuralrender.nn.blocks import norm_layer
 from neuralrender.nn.dense_motion import DenseMotionNetwork, deform
@@ -44,6 +45,9 @@ class MonkeyNetConfig(AnimationDataConfig):
     sigma_affine: float = field(default=0.05, metadata={"help": "std of the random affine part of the TPS"})
     sigma_tps: float = field(default=0.005, metadata={"help": "std of the random TPS weights"})
     points_tps: int = field(default=5, metadata={"help": "TPS control grid is points x points"})
+    output: str = field(default="residual", metadata={"help": "residual: the generator's last layer (zero-initialised) "
+                                                             "corrects the warped source in logit space; decoded: "
+                                                             "sigmoid of the last layer (the paper's)"})
 
 
 class MotionTransferGenerator(nn.Module):
@@ -61,11 +65,26 @@ class MotionTransferGenerator(nn.Module):
         ch = [min(mf, w * 2**i) for i in range(cfg.gen_down + 1)]
         self.down = nn.ModuleList(DownBlock(ch[i], ch[i + 1], n) for i in range(cfg.gen_down))
         self.up = nn.ModuleList()
-        for i in reversed(range(cfg.gen_down)):
-            cin = ch[i + 1] if i == cfg.gen_down - 1 else 2 * ch[i + 1]
+        for i in reversed(range(cfg.gen_down)):  # every decoder level also gets the keypoint-heatmap difference
+            cin = (ch[i + 1] if i == cfg.gen_down - 1 else 2 * ch[i + 1]) + cfg.num_kp
             self.up.append(UpBlock(cin, ch[i], n))
+        # the official code's mask init: zero weights, background logit 2, so the flow starts as the identity
+        nn.init.zeros_(self.motion.mask.weight)
+        with torch.no_grad():
+            self.motion.mask.bias.copy_(torch.tensor([2.0] + [0.0] * cfg.num_kp))
         # the last layer also sees the deformed source image itself (the official code's first skip is the image)
         self.final = nn.Conv2d(2 * w + cfg.num_kp + channels, channels, 7, padding=3)
+        if cfg.output not in ("residual", "decoded"):
+            raise NeuralRenderError(f"monkey-net --output must be residual or decoded, got {cfg.output!r}")
+        self.residual = cfg.output == "residual"
+        if self.residual:  # the untrained generator returns the warped source; the decoder learns a correction
+            nn.init.zeros_(self.final.weight)
+            nn.init.zeros_(self.final.bias)
+
+    def heat(self, kp_driving, kp_source, height, width):
+        """Keypoint-heatmap difference G(kp_d) - G(kp_s) [B,K,height,width]."""
+        return keypoint_heatmaps(kp_driving["value"], height, width, self.kp_variance) - \
+            keypoint_heatmaps(kp_source["value"], height, width, self.kp_variance)
 
     def forward(self, source, kp_driving, kp_source):
         m = self.motion(source, kp_driving, kp_source)
@@ -75,14 +94,15 @@ class MotionTransferGenerator(nn.Module):
             feats.append(d(feats[-1]))
         feats = [deform(f, grid) for f in feats]
         h = feats.pop()
-        for k, u in enumerate(self.up):
-            h = u(h)
-            h = torch.cat([h, feats.pop()], 1)
-        H, W = source.shape[-2:]
-        heat = keypoint_heatmaps(kp_driving["value"], H, W, self.kp_variance) - \
-            keypoint_heatmaps(kp_source["value"], H, W, self.kp_variance)
+        for u in self.up:
+            h = torch.cat([h, self.heat(kp_driving, kp_source, *h.shape[-2:])], 1)
+            h = torch.cat([u(h), feats.pop()], 1)
+        heat = self.heat(kp_driving, kp_source, *source.shape[-2:])
         deformed = deform(source, grid)
-        pred = torch.sigmoid(self.final(torch.cat([h, heat, deformed], 1)))
+        logits = self.final(torch.cat([h, heat, deformed], 1))
+        if self.residual:
+            logits = logits + torch.logit(deformed.clamp(0.01, 0.99))
+        pred = torch.sigmoid(logits)
         return {"prediction": pred, "deformation": grid, "mask": m["mask"], "deformed": deformed}
 
 
