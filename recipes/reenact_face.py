@@ -5,8 +5,8 @@
 
 1. Tracks both videos (Face2Face-style, `neuralrender.faces.tracking`), or loads --source-track / --target-track.
 2. Trains the target's Deep Video Portraits renderer (`dvp`, first 80% of the target's frames; default budget:
-   2000 steps, batch 4, lr 5e-4, U-Net / PatchGAN width 16, window 3, lip map, eye/lip L1 weight 4, 128², 1 thread),
-   or loads --run.
+   1000 steps, batch 4, lr 5e-4, U-Net / PatchGAN width 16, window 3, lip blobs + filled inner lips, eye/lip L1
+   weight 4, random shift / rotation / zoom of the training pairs, 128², 1 thread), or loads --run.
 3. Transfers the source's expression (--expression: absolute, relative or normalised to the target's range) and
    relative head pose onto the target's identity, lighting and camera, rasterizes the conditioning maps, runs the
    renderer, and writes OUT/reenact.mp4 (source | conditioning | output), OUT/face2face.mp4 (Face2Face-style: the
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--target-track", default=None)
     ap.add_argument("--run", default=None, help="a trained dvp run of the target (else one is trained)")
     ap.add_argument("--checkpoint", default=None, help="with --run: this checkpoint instead of last.safetensors")
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--window", type=int, default=3)
     ap.add_argument("--width", type=int, default=16, help="U-Net and PatchGAN width of the trained renderer")
@@ -139,10 +139,12 @@ def run(a) -> int:
     eyes = eye_offsets_from_track(src.landmarks, fitted) * scale
     lips = eye_offsets_from_track(src.landmarks, fitted, MOUTH_IDS) * scale
     mouth = getattr(model.cfg, "mouth", False)
+    fill = mouth and getattr(model.cfg, "mouth_fill", False)
     T = p.batch_size
     with torch.no_grad():
         maps = torch.cat([conditioning_maps(face, p.index(torch.arange(s, min(s + 32, T))), W, H, size,
-                                            eyes[s:s + 32], mouth=mouth, mouth_offsets=lips[s:s + 32])
+                                            eyes[s:s + 32], mouth=mouth, mouth_offsets=lips[s:s + 32],
+                                            mouth_fill=fill)
                           for s in range(0, T, 32)])
         cond = stack_window(maps, model.cfg.window)
         video = model.generate(cond)

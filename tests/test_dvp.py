@@ -92,7 +92,20 @@ def test_conditioning_and_transfer(shared_data):
     opened = conditioning_maps(m, p2, 128, 128, 64, mouth=True)[:, 4] - conditioning_maps(m, p2, 128, 128, 64)[:, 4]
     span = (opened.amax(-1) > 0.5).float().sum(-1)  # rows covered by lip blobs
     assert bool((span > (extra.amax(-1) > 0.5).float().sum(-1)).all())
-    from neuralrender.methods.dvp import landmark_region
+    fill = conditioning_maps(m, p2, 128, 128, 64, mouth=True, mouth_fill=True)[:, 4]  # + the inner-lip polygon
+    shut = conditioning_maps(m, p, 128, 128, 64, mouth=True, mouth_fill=True)[:, 4]
+    lips2 = conditioning_maps(m, p2, 128, 128, 64, mouth=True)[:, 4]
+    assert bool((fill >= lips2).all()) and float((fill - lips2).sum()) > 10  # the open mouth is filled
+    assert float((shut[0] - lips[0, 4]).sum()) < 0.5 * float((fill[0] - lips2[0]).sum())  # neutral: ~closed
+    from neuralrender.faces.conditioning import polygon_coverage
+
+    sq = torch.tensor([[[2.0, 2.0], [6.0, 2.0], [6.0, 5.5], [2.0, 5.5]], [[6.0, 2.0], [2.0, 2.0], [2.0, 5.5],
+                                                                          [6.0, 5.5]]])
+    cov = polygon_coverage(sq, 8, 8)  # either winding: area 4 x 3.5, half-covered bottom row
+    assert cov.shape == (2, 1, 8, 8) and torch.allclose(cov.sum((1, 2, 3)), torch.tensor([14.0, 14.0]))
+    assert float(cov[0, 0, 5, 3]) == 0.5 and float(cov[0, 0, 3, 3]) == 1.0 and float(cov[0, 0, 3, 6]) == 0.0
+    from neuralrender.methods.dvp import landmark_region, random_affine
+
 
     region = landmark_region(stack_window(lips, 2))  # the current frame's eye + lip blobs, dilated
     assert region.shape == (3, 1, 64, 64) and 0.01 < float(region.mean()) < 0.3
@@ -107,3 +120,8 @@ def test_conditioning_and_transfer(shared_data):
     assert torch.allclose(turned.expression[:, 5], torch.full((3,), 0.7))
     with pytest.raises(ValueError, match="smile"):
         edit_params(m, p, expression={"smile": 1.0})
+    a = torch.arange(2 * 8 * 8.0).view(2, 1, 8, 8)
+    sa, sb = random_affine([a, a.repeat(1, 3, 1, 1) * 2], 2.0, 10.0, 0.1)  # the same transform for every tensor
+    assert sa.shape == a.shape and torch.allclose(sb, sa.repeat(1, 3, 1, 1) * 2) and not torch.allclose(sa, a)
+    assert random_affine([a], 0.0)[0] is a
+    assert torch.allclose(random_affine([a], 1e-6)[0], a, atol=1e-3)  # the identity transform resamples exactly

@@ -9,24 +9,29 @@ Per frame, `conditioning_maps` rasterizes the fitted face model into COND_CHANNE
       6 expression blendshapes cannot (the paper tracks gaze separately; we have no gaze tracker). With
       `mouth=True` the same channel also gets blobs on 10 lip landmarks (MOUTH_IDS: corners, outer and inner lip
       middles), the model's plus the detected-minus-fitted residual (`mouth_offsets`): the SFM's mouth is a hole
-      shaped by 6 blendshapes, and the lip landmarks make the mouth opening explicit to the renderer.
+      shaped by 6 blendshapes, and the lip landmarks make the mouth opening explicit to the renderer. With
+      `mouth_fill=True` the inner-lip polygon of those landmarks (corners + inner lip) is also filled (coverage
+      in [0,1], 4x4 supersampled): the opening as an area, not only as a distance between blobs.
 `stack_window` stacks the last N frames' maps into channels (frame t-N+1 ... t; the paper uses N = 11).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from neuralrender.faces.model import FaceModel, FaceParams, axis_angle_to_matrix
 from neuralrender.graphics.draw import gaussian_heatmaps
 
 __all__ = ["COND_CHANNELS", "EYE_IDS", "MOUTH_IDS", "conditioning_maps", "stack_window", "eye_offsets_from_track",
-           "transfer_params", "transfer_expression", "edit_params", "face2face_composite", "cond_to_rgb"]
+           "polygon_coverage", "transfer_params", "transfer_expression", "edit_params", "face2face_composite",
+           "cond_to_rgb"]
 
 COND_CHANNELS = 5
 EYE_IDS = tuple(range(36, 48))
 MOUTH_IDS = (48, 51, 54, 57, 61, 62, 63, 65, 66, 67)  # 0-based iBUG: corners, outer/inner lip middles (60, 64
 #                                                      are undefined in the SFM)
+INNER_LIP = (0, 4, 5, 6, 2, 7, 8, 9)  # indices into MOUTH_IDS: the mouth opening's outline (48 61 62 63 54 65 66 67)
 
 
 def _correspondence_colors(model: FaceModel) -> torch.Tensor:
@@ -46,10 +51,11 @@ def eye_offsets_from_track(landmarks: torch.Tensor, fitted: torch.Tensor, ids: t
 def conditioning_maps(model: FaceModel, p: FaceParams, width: int, height: int, size: int,
                       eye_offsets: torch.Tensor | None = None, eye_sigma: float | None = None,
                       backend: str = "auto", mouth: bool = False,
-                      mouth_offsets: torch.Tensor | None = None) -> torch.Tensor:
+                      mouth_offsets: torch.Tensor | None = None, mouth_fill: bool = False) -> torch.Tensor:
     """Maps [B,5,size,size] for parameters p of frames width x height (rendered at size x size, same field of
     view). eye_offsets [B,12,2] / mouth_offsets [B,10,2] in pixels of the width x height frames (or None);
-    mouth: also draw the lip landmarks into the eye channel."""
+    mouth: also draw the lip landmarks into the eye channel; mouth_fill (with mouth): and fill the inner-lip
+    polygon."""
     s = size / width
     q = p.replace(focal=p.focal * s)
     white_sh = q.sh.mean(-1, keepdim=True).expand_as(q.sh)
@@ -62,12 +68,32 @@ def conditioning_maps(model: FaceModel, p: FaceParams, width: int, height: int, 
     eyes = pts[:, list(EYE_IDS)]
     if eye_offsets is not None:
         eyes = eyes + eye_offsets.to(eyes)
+    lips = None
     if mouth:
         lips = pts[:, list(MOUTH_IDS)]
-        eyes = torch.cat([eyes, lips if mouth_offsets is None else lips + mouth_offsets.to(lips)], 1)
+        lips = lips if mouth_offsets is None else lips + mouth_offsets.to(lips)
+        eyes = torch.cat([eyes, lips], 1)
     sigma = eye_sigma if eye_sigma is not None else max(0.75, size / 96)
     heat = gaussian_heatmaps(eyes * s, r["mask"].shape[-2], size, sigma=sigma).amax(1, keepdim=True)
+    if lips is not None and mouth_fill:
+        heat = torch.maximum(heat, polygon_coverage(lips[:, list(INNER_LIP)] * s, heat.shape[-2], size))
     return torch.cat([corr, shading, heat], 1)
+
+
+def polygon_coverage(poly: torch.Tensor, height: int, width: int, ss: int = 4) -> torch.Tensor:
+    """Filled polygons [B,K,2] (pixels, x right, y down, pixel centres at +0.5; any winding, even-odd rule) ->
+    coverage [B,1,height,width] in [0,1], from ss x ss samples per pixel. NaN vertices fill nothing."""
+    B, K, _ = poly.shape
+    y = ((torch.arange(height * ss, dtype=poly.dtype, device=poly.device) + 0.5) / ss).view(1, -1, 1)
+    x = ((torch.arange(width * ss, dtype=poly.dtype, device=poly.device) + 0.5) / ss).view(1, 1, -1)
+    inside = torch.zeros(B, height * ss, width * ss, dtype=torch.bool, device=poly.device)
+    for k in range(K):
+        a, b = poly[:, k].view(B, 1, 1, 2), poly[:, (k + 1) % K].view(B, 1, 1, 2)
+        ax, ay, bx, by = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
+        spans = (ay > y) != (by > y)  # the edge crosses this sample row
+        xcross = ax + (y - ay) * (bx - ax) / torch.where(spans, by - ay, torch.ones_like(y))
+        inside ^= spans & (x < xcross)
+    return F.avg_pool2d(inside.unsqueeze(1).to(poly.dtype), ss)
 
 
 def stack_window(maps: torch.Tensor, window: int) -> torch.Tensor:

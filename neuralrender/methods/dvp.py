@@ -2,12 +2,16 @@
 
 Data: one video of the target actor and its face track (`neuralrender faces track`, or a quick landmark-only
 track computed here when --track is empty). Per frame, neuralrender.faces.conditioning rasterizes 5 maps
-(mean-face correspondence, diffuse shading under the fitted light, eye blobs + lip blobs with --mouth); the last `window` frames are
-stacked into channels (paper: 11 frames, 9 channels each). Train = the first `train_frac` of the frames, held-out
+(mean-face correspondence, diffuse shading under the fitted light, eye blobs + lip blobs and the filled inner-lip
+polygon with --mouth / --mouth-fill); the last `window` frames are stacked into channels (paper: 11 frames, 9
+channels each). Train = the first `train_frac` of the frames, held-out
 = the rest, driven by their own tracked parameters (self-reenactment).
 
 Renderer: the project's U-Net on the stacked window (space-time encoder-decoder), a conditional PatchGAN on
-(window, image), L1 (up-weighted on the face region) + adversarial (LSGAN by default).
+(window, image), L1 (up-weighted on the face region) + adversarial (LSGAN by default). Training pairs are
+augmented by one random similarity transform per (window, image) pair (--shift px, --rotate degrees, --zoom;
+`random_affine`): with ~200 frames the network otherwise memorises frames by where the head is, and reads the
+mouth off the head pose instead of off the lip maps.
 
 Held-out metrics (evaluate): face-region L1 and PSNR, and flicker = mean |(out_t - out_t-1) - (gt_t - gt_t-1)|
 on the face region (lower = more stable); the same for the nearest-neighbour baseline (the train frame whose
@@ -53,6 +57,13 @@ class DVPConfig:
     window: int = field(default=3, metadata={"help": "frames of conditioning stacked into channels (paper: 11)"})
     mouth: bool = field(default=True, metadata={"help": "lip landmarks (model + detected residual) drawn into the "
                                                         "eye channel: the mouth opening made explicit"})
+    mouth_fill: bool = field(default=True, metadata={"help": "with --mouth: also fill the inner-lip polygon in "
+                                                             "that channel (the mouth opening as an area)"})
+    shift: float = field(default=8.0, metadata={"help": "training augmentation of each (window, image) pair: random "
+                                                        "translation in [-shift, shift] px"})
+    rotate: float = field(default=10.0, metadata={"help": "training augmentation: random rotation in [-rotate, "
+                                                         "rotate] degrees"})
+    zoom: float = field(default=0.1, metadata={"help": "training augmentation: random scale in [1-zoom, 1+zoom]"})
     train_frac: float = field(default=0.8, metadata={"help": "first fraction of the frames used for training"})
     width: int = field(default=32, metadata={"help": "U-Net channels of the first level"})
     depth: int = field(default=5, metadata={"help": "U-Net stride-2 levels"})
@@ -68,7 +79,7 @@ class DVPConfig:
 
 # ------------------------------------------------------------------------------------------------ data
 @functools.lru_cache(maxsize=4)
-def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True):
+def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True, mouth_fill: bool = False):
     """-> dict of tensors: maps [T,5,S,S], images [T,3,S,S], face masks [T,1,S,S], params features [T,F]."""
     from neuralrender.faces.landmarks import landmarks_for_video
     from neuralrender.faces.model import FaceModel
@@ -102,7 +113,8 @@ def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True)
         moffs = eye_offsets_from_track(lm, fitted, MOUTH_IDS)
         with torch.no_grad():
             maps = torch.cat([conditioning_maps(model, p.index(torch.arange(s, min(s + 32, T))), W, H, size,
-                                                offs[s:s + 32], mouth=mouth, mouth_offsets=moffs[s:s + 32])
+                                                offs[s:s + 32], mouth=mouth, mouth_offsets=moffs[s:s + 32],
+                                                mouth_fill=mouth_fill)
                               for s in range(0, T, 32)])
     finally:
         torch.set_num_threads(old)
@@ -144,7 +156,7 @@ def nearest_frames(feats: torch.Tensor, train_idx: list[int]) -> torch.Tensor:
 
 
 def build_portrait_data(cfg: DVPConfig, data: str | None) -> DataBundle:
-    d = _prepare(data or DEFAULT_VIDEO, cfg.track, cfg.frames, cfg.size, cfg.mouth)
+    d = _prepare(data or DEFAULT_VIDEO, cfg.track, cfg.frames, cfg.size, cfg.mouth, cfg.mouth and cfg.mouth_fill)
     T = d["images"].shape[0]
     n_train = int(round(cfg.train_frac * T))
     if not 2 <= n_train <= T - 2:
@@ -167,6 +179,24 @@ def flicker(out: torch.Tensor, out_prev: torch.Tensor, gt: torch.Tensor, gt_prev
             mask: torch.Tensor) -> torch.Tensor:
     """Temporal instability [B]: mean |(out - out_prev) - (gt - gt_prev)| over the mask (x1000 by callers)."""
     return face_l1(out - out_prev, gt - gt_prev, mask)
+
+
+def random_affine(tensors: list[torch.Tensor], shift: float, rotate: float = 0.0, zoom: float = 0.0
+                  ) -> list[torch.Tensor]:
+    """The same random similarity transform per item for every tensor [B,C,H,W] of the list: translation uniform
+    in [-shift, shift] px, rotation in [-rotate, rotate] degrees, scale in [1 - zoom, 1 + zoom]; bilinear, edges
+    replicated (torch's global RNG). All zero: the tensors unchanged."""
+    if not (shift or rotate or zoom):
+        return tensors
+    B, _, H, W = tensors[0].shape
+    u = torch.rand(B, 4) * 2 - 1
+    ang, sc = torch.deg2rad(u[:, 0] * rotate), 1.0 + u[:, 1] * zoom
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * shift / W], 1),
+                         torch.stack([sin, cos, u[:, 3] * 2 * shift / H], 1)], 1)
+    grid = F.affine_grid(theta.to(tensors[0]), [B, 1, H, W], align_corners=False)
+    return [F.grid_sample(x, grid.to(x), mode="bilinear", padding_mode="border", align_corners=False)
+            for x in tensors]
 
 
 def landmark_region(cond: torch.Tensor, radius: int = 4) -> torch.Tensor:
@@ -204,8 +234,12 @@ class DeepVideoPortraits(Method):
         return self.generator(cond)
 
     def loss(self, phase, batch, step):
-        cond, real, mask = batch["cond"], batch["image"], batch["mask"]
-        fake = self.step_output(step, phase, lambda: self(cond))
+        def generate():  # once per step: the d and g phases see the same (augmented) pair
+            c, r, m = random_affine([batch["cond"], batch["image"], batch["mask"]], self.cfg.shift,
+                                    self.cfg.rotate, self.cfg.zoom)
+            return c, r, m, self(c)
+
+        cond, real, mask, fake = self.step_output(step, phase, generate)
         if phase == "d":
             d = discriminator_loss(self.discriminator(torch.cat([cond, real], 1)),
                                    self.discriminator(torch.cat([cond, fake.detach()], 1)), self.cfg.gan_mode)
