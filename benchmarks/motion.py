@@ -15,11 +15,13 @@ Runs (each in OUT/<name>, a normal run directory; extra flags go to every run of
   same pose images, same generator and discriminator otherwise).
 
 Tables (OUT/results.md and OUT/results.json):
-- pose transfer: L1 / PSNR / SSIM of each method and of copying the reference frame; L1 per pose-distance bin
+- pose transfer: L1 / PSNR / SSIM of each method and of copying the reference frame (and of deformable-gan with
+  its blend mask closed: the deformed reference alone inside the motion region); L1 per pose-distance bin
   (mean joint distance in pixels between reference and target pose); pose accuracy: mediapipe Pose
   (`metrics.keypoints.detect_pose_mediapipe`, frames upsampled to 256 as the reference poses were) on the
   generated frames, AKD = mean distance in pixels (at 64 px) to the driving pose over joints found in both
-  (driving joints: observed and inside the image), MKR = driving joints not found; the same for the real frames (the detector's own floor) and for the reference.
+  (driving joints: observed and inside the image), MKR = driving joints not found, frames found = frames where
+  it finds a person at all; the same for the real frames (the detector's own floor) and for the reference.
 - pose2body: L1 / PSNR / SSIM, temporal warping error (x1000, both models' rollouts warped with the same real
   DIS flow and masks: `graphics.flow.warping_error`), head-box PSNR with / without the face GAN, AKD / MKR.
 """
@@ -88,13 +90,15 @@ def _collate_all(ds, lo=0, hi=None):
 
 def _pose_accuracy(frames: torch.Tensor, joints: torch.Tensor, observed: torch.Tensor) -> dict:
     """mediapipe on frames [N,3,H,W] vs driving joints [N,33,2] (observed [N,33]) -> {akd, mkr} (pixels) over the
-    driving joints observed and inside the image (the cut-off feet are the detector's guesses)."""
+    driving joints observed and inside the image (the cut-off feet are the detector's guesses), and `found`: the
+    fraction of frames where the detector finds a person at all (most of MKR is whole frames missed)."""
     from neuralrender.methods._motion import inside_image
     from neuralrender.metrics.keypoints import akd, detect_pose_mediapipe, mkr
 
     kp, valid = detect_pose_mediapipe(frames)
     ref_valid = (observed > 0) & inside_image(joints, *frames.shape[-2:])
-    return {"akd": akd(kp, joints, valid, ref_valid), "mkr": mkr(valid, ref_valid)}
+    return {"akd": akd(kp, joints, valid, ref_valid), "mkr": mkr(valid, ref_valid),
+            "found": float(valid.any(1).float().mean())}
 
 
 def _frame_metrics(fake: torch.Tensor, real: torch.Tensor) -> dict:
@@ -116,9 +120,18 @@ def eval_transfer(out: Path, pose: bool) -> dict:
     batch = _collate_all(val)
     real, ref = batch["image"], batch["ref_image"]
     outputs = {"copy reference": ref}
+    def generate(model):
+        return torch.cat([model.generate(_collate_all(val, s, min(len(val), s + 16))) for s in range(0, len(val), 16)])
+
     for n, (model, _) in models.items():
-        outputs[n] = torch.cat([model.generate(_collate_all(val, s, min(len(val), s + 16)))
-                                for s in range(0, len(val), 16)])
+        outputs[n] = generate(model)
+    dg = models.get("deformable-gan", (None,))[0]
+    if dg is not None and dg.cfg.blend:  # what the generator adds to its deformation: the same with its mask closed
+        bias = dg.decoder.head.bias
+        saved = bias[3].item()
+        bias[3] = -60.0
+        outputs["deformable-gan, mask closed"] = generate(dg)
+        bias[3] = saved
     res = {"frames": len(val), "rows": {n: _frame_metrics(f, real) for n, f in outputs.items()}}
     dist = pose_distance(batch["joints"], batch["ref_joints"], batch["observed"], batch["ref_observed"])
     bins = {}
@@ -205,17 +218,21 @@ def markdown(res: dict) -> str:
     tr = res.get("transfer")
     if tr:
         lines += [f"### Pose transfer: held-out clip, reference = its first frame ({tr['frames']} frames)", "",
-                  "| method | L1 | PSNR | SSIM | AKD px (mediapipe) | MKR |", "|---|---|---|---|---|---|"]
+                  "| method | L1 | PSNR | SSIM | AKD px (mediapipe) | MKR | frames found |",
+                  "|---|---|---|---|---|---|---|"]
         pose = tr.get("pose", {})
         for n in ["real frames", *tr["rows"]]:
             r, p = tr["rows"].get(n, {}), pose.get(n, {})
             lines.append(f"| {n} | {_fmt(r.get('l1'))} | {_fmt(r.get('psnr'), 2)} | {_fmt(r.get('ssim'), 3)} | "
-                         f"{_fmt(p.get('akd'), 2)} | {_fmt(p.get('mkr'), 3)} |")
+                         f"{_fmt(p.get('akd'), 2)} | {_fmt(p.get('mkr'), 3)} | {_fmt(p.get('found'), 2)} |")
         names = [n for n in tr["rows"]]
+        gap = all(n in names for n in TRANSFER)  # deformable-gan vs skeleton-cgan, relative L1
         lines += ["", "L1 per pose-distance bin (mean joint distance reference -> target, pixels at 64 px):", "",
-                  "| pose distance | frames | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+                  "| pose distance | frames | " + " | ".join(names) + (" | deformable vs skeleton |" if gap else " |"),
+                  "|---|---|" + "---|" * (len(names) + gap)]
         for label, b in tr["bins"].items():
-            lines.append(f"| {label} | {b['n']} | " + " | ".join(_fmt(b[n]) for n in names) + " |")
+            rel = f" {100 * (b[TRANSFER[1]] / b[TRANSFER[0]] - 1):+.1f}% |" if gap else ""
+            lines.append(f"| {label} | {b['n']} | " + " | ".join(_fmt(b[n]) for n in names) + " |" + rel)
         for n, c in tr.get("cpu", {}).items():
             lines.append(f"\n{n}: {c['steps']} steps, batch {c['batch_size']}, lr {c['lr']}, 1 thread, "
                          f"{c['cpu_s']:.0f} CPU s")
