@@ -127,8 +127,7 @@ def method_overrides(name: str, a) -> dict:
     common = {"task": a.task, "size": a.size, "frames": a.frames, "eval_clip": a.eval_clip, "steps": a.steps,
               "batch_size": a.batch, "lr": a.lr, "threads": 1, "seed": a.seed, "quiet": True, "eval_every": 0,
               "eval_batches": 0, "ckpt_every": max(1, a.steps // 4), "resume": True, "device": "cpu"}
-    own = {"pix2pixhd": {"global_steps": a.steps // 4},
-           "vid2vid": {"spatial_steps": a.steps // 4, "temporal_every": a.steps // 4, "clip_len": a.clip_len,
+    own = {"vid2vid": {"spatial_steps": a.steps // 4, "temporal_every": a.steps // 4, "clip_len": a.clip_len,
                        "clip_start": max(2, a.clip_len // 2)}}.get(name, {})
     for item in a.set:  # NAME.KEY=VALUE
         head, value = item.split("=", 1)

@@ -2,10 +2,13 @@
 multi-scale PatchGAN discriminators, feature matching, instance boundary maps in the condition, and an
 instance-wise feature encoder for multimodal outputs (a style code per instance, sampled at test time).
 
-Training is coarse-to-fine as in the paper: for the first `global_steps` steps only G1 is trained, at half
-resolution; then G1 and G2 together at full resolution. The VGG perceptual term is used only when VGG16
-weights are on disk (neuralrender.losses.reconstruction); otherwise the run says it is off and an L1 term
-(`lambda_l1`) stands in for it.
+Coarse-to-fine training as in the paper is a flag: for the first `global_steps` steps only G1 is trained, at
+half resolution; then G1 and G2 together at full resolution. The default is 0 (joint from the start): at our
+CPU budgets the G1-only steps cost the full-resolution model steps (docs/methods/pix2pixhd.md). G1's depth is
+scaled to our resolution (`n_down_global` 2: an 8x8 bottleneck at 64², where the paper's 4 at 1024x512 leaves
+64x32; 3 at 64² left 4x4 and blocky outputs). The VGG perceptual term is used only when VGG16 weights are on
+disk (neuralrender.losses.reconstruction); otherwise the run says it is off and an L1 term (`lambda_l1`) stands
+in for it.
 """
 
 from __future__ import annotations
@@ -34,15 +37,18 @@ from neuralrender.registry import register
 @dataclass
 class Pix2PixHDConfig(CondTaskConfig):
     width: int = field(default=16, metadata={"help": "local enhancer channels (the global generator has 2x)"})
-    n_down_global: int = field(default=3, metadata={"help": "stride-2 convs of the global generator"})
+    n_down_global: int = field(default=2, metadata={
+        "help": "stride-2 convs of the global generator (2: an 8x8 bottleneck at 64^2; the paper's 4 at 1024x512 leaves 64x32)"})
     n_blocks_global: int = field(default=4, metadata={"help": "residual blocks of the global generator"})
-    n_blocks_local: int = field(default=2, metadata={"help": "residual blocks of the local enhancer"})
-    global_steps: int = field(default=300, metadata={"help": "steps training only G1 at half resolution"})
+    n_blocks_local: int = field(default=3, metadata={"help": "residual blocks of the local enhancer (paper: 3)"})
+    global_steps: int = field(default=0, metadata={
+        "help": "steps training only G1 at half resolution first (the paper's coarse-to-fine schedule; 0 = joint from the start)"})
     num_d: int = field(default=2, metadata={"help": "discriminator scales"})
     d_width: int = field(default=32, metadata={"help": "discriminator channels of the first layer"})
     d_layers: int = field(default=3, metadata={"help": "stride-2 layers per discriminator"})
     feat_channels: int = field(default=3, metadata={"help": "instance feature channels (0 = no encoder)"})
-    lambda_feat: float = field(default=10.0, metadata={"help": "discriminator feature matching weight"})
+    lambda_feat: float = field(default=10.0, metadata={
+        "help": "discriminator feature matching weight (paper: 10, with its per-layer weights: 4 x the layer mean)"})
     lambda_vgg: float = field(default=10.0, metadata={"help": "VGG perceptual weight (only with weights on disk)"})
     lambda_l1: float = field(default=100.0, metadata={"help": "L1 weight (stands in for VGG when it is off)"})
     vgg_weights: str = field(default="", metadata={"help": "VGG16 weights file ('' = the default location)"})
@@ -126,7 +132,8 @@ class Pix2PixHD(Method):
         with torch.no_grad():
             d_real = self.discriminator(torch.cat([cond, real], 1))
         adv = generator_loss(d_fake, self.cfg.gan_mode)
-        fm = feature_matching_loss(d_real, d_fake, self.cfg.lambda_feat)
+        # the paper weights each of the n_layers + 1 feature maps by 4 / (n_layers + 1) and sums them: 4 x the mean
+        fm = feature_matching_loss(d_real, d_fake, 4 * self.cfg.lambda_feat)
         l1 = F.l1_loss(fake, real)
         total = self.cfg.lambda_gan * adv + fm + self.cfg.lambda_l1 * l1
         logs = {"g_adv": adv.item(), "feat_match": fm.item(), "l1": l1.item()}
