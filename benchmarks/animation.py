@@ -295,6 +295,7 @@ def cmd_eval(args) -> None:
 VARIANTS = {  # name -> (registered method, extra `neuralrender train` flags)
     "x2face": ("x2face", []),
     "monkey-net": ("monkey-net", []),
+    "monkey-net-paper-output": ("monkey-net", ["--output", "decoded"]),
     "fomm": ("fomm", []),
     "fomm-no-jacobian": ("fomm", ["--use-jacobian", "false"]),
     "fomm-no-occlusion": ("fomm", ["--use-occlusion", "false"]),

@@ -2,11 +2,15 @@
 
 Keypoints without Jacobians (zeroth-order: each keypoint moves its neighbourhood by a pure translation),
 a motion network that predicts motion masks over the K translations + background and combines them into
-one dense flow, and a U-Net generator whose encoder features are warped by that flow at EVERY level
-(skip connections included; the last layer also sees the warped source image, as the official code's
-first skip is the image itself) with the keypoint-heatmap difference given to the decoder. Trained on frame
-pairs with a multi-scale L1 reconstruction loss and keypoint equivariance. The paper adds a GAN and
-feature-matching loss; we train without them (same losses as our fomm, so the comparison isolates motion).
+one dense flow (masks start on the background, as in the official code), and a U-Net generator whose encoder
+features are warped by that flow at EVERY level, with the keypoint-heatmap difference given to every decoder
+level and the warped source image to the last layer (the official code's first skip is the image).
+Output (--output residual, our default, not the paper's): the last layer, zero-initialised, predicts a
+correction to the warped source in logit space, sigmoid(logit(warped source) + last layer), so the untrained
+generator is the warp; --output decoded is the paper's sigmoid(last layer), which after 500 Adam steps at
+lr 1e-3 cannot yet pass the source through (blurry, worse than copying the source).
+Trained on frame pairs with a multi-scale L1 reconstruction loss and keypoint equivariance. The paper adds a
+GAN and feature-matching loss; we train without them (same losses as our fomm, so the comparison isolates motion).
 """
 
 from __future__ import annotations
