@@ -127,11 +127,13 @@ def eval_transfer(out: Path, pose: bool) -> dict:
         outputs[n] = generate(model)
     dg = models.get("deformable-gan", (None,))[0]
     if dg is not None and dg.cfg.blend:  # what the generator adds to its deformation: the same with its mask closed
-        bias = dg.decoder.head.bias
+        bias = dg.decoder.head.bias  # channel 3 is the blend mask's logit: -60 closes it
         saved = bias[3].item()
-        bias[3] = -60.0
-        outputs["deformable-gan, mask closed"] = generate(dg)
-        bias[3] = saved
+        try:
+            bias[3] = -60.0
+            outputs["deformable-gan, mask closed"] = generate(dg)
+        finally:
+            bias[3] = saved
     res = {"frames": len(val), "rows": {n: _frame_metrics(f, real) for n, f in outputs.items()}}
     dist = pose_distance(batch["joints"], batch["ref_joints"], batch["observed"], batch["ref_observed"])
     bins = {}

@@ -6,7 +6,7 @@ import torch
 from animation_helpers import TINY, TINY_MODEL, moving_disc_videos
 from torch.utils.data import default_collate
 
-from neuralrender.errors import MissingDependencyError
+from neuralrender.errors import MissingDependencyError, NeuralRenderError
 from neuralrender.io.checkpoint import load_checkpoint
 from neuralrender.metrics.keypoints import (
     aed,
@@ -86,6 +86,8 @@ def test_monkey_net_starts_as_the_warp_and_moves_with_the_keypoints(shared_data,
     paper = trainer("monkey-net", tmp_path / "p", 1, output="decoded").model.eval()
     with torch.no_grad():
         assert (paper.reconstruct(src, src)["prediction"] - src).abs().mean() > 0.05
+    with pytest.raises(NeuralRenderError, match="output"):
+        trainer("monkey-net", tmp_path / "b", 1, output="blend")
 
 
 def test_copart_segmentation_and_part_swap(shared_data, tmp_path):

@@ -125,3 +125,13 @@ def test_conditioning_and_transfer(shared_data):
     assert sa.shape == a.shape and torch.allclose(sb, sa.repeat(1, 3, 1, 1) * 2) and not torch.allclose(sa, a)
     assert random_affine([a], 0.0)[0] is a
     assert torch.allclose(random_affine([a], 1e-6)[0], a, atol=1e-3)  # the identity transform resamples exactly
+
+
+@pytest.mark.parametrize("field,value", [("shift", -1.0), ("rotate", 200.0), ("zoom", 1.0)])
+def test_bad_augmentation_settings_name_the_field(field, value):
+    from neuralrender.errors import NeuralRenderError
+    from neuralrender.methods.dvp import DeepVideoPortraits, DVPConfig
+
+    cfg = DVPConfig(width=4, d_width=4, **{field: value})
+    with pytest.raises(NeuralRenderError, match=field):
+        DeepVideoPortraits(cfg, {"cond_channels": 15, "mean_image": torch.zeros(3, 8, 8)})

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from neuralrender.errors import DataError
+from neuralrender.errors import DataError, NeuralRenderError
 from neuralrender.faces.conditioning import (
     COND_CHANNELS,
     MOUTH_IDS,
@@ -220,6 +220,10 @@ class DeepVideoPortraits(Method):
 
     def __init__(self, cfg: DVPConfig, info):
         super().__init__(cfg, info)
+        for name, ok, want in (("shift", cfg.shift >= 0, ">= 0"), ("rotate", 0 <= cfg.rotate <= 180, "in [0, 180]"),
+                               ("zoom", 0 <= cfg.zoom < 1, "in [0, 1)")):
+            if not ok:
+                raise NeuralRenderError(f"dvp: {name} must be {want}, got {getattr(cfg, name)}")
         c = info["cond_channels"]
         self.generator = UNet(c, 3, width=cfg.width, depth=cfg.depth, norm="instance", act="lrelu",
                               up="transpose", out_act="sigmoid")
