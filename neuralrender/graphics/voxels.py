@@ -161,6 +161,12 @@ def ray_box_depths(cameras, bounds_min, bounds_max, n_depth: int, near: float, f
     Rays that miss the box get [near, far]. -> depths [B,n_depth,H,W] (camera z, increasing along k).
     Unlike `frustum_points`' global near..far, every sample falls in the box, so a large box keeps its depth
     resolution on the rays that cross it."""
+    return _ray_box(cameras, bounds_min, bounds_max, n_depth, near, far, height, width)[0]
+
+
+def _ray_box(cameras, bounds_min, bounds_max, n_depth, near, far, height, width):
+    """`ray_box_depths` -> (depths [B,n,H,W], camera centres [B,1,3], ray directions [B,H*W,3] scaled to
+    camera z = 1): the world point of sample k is centre + direction * depth (camera_to_world is affine)."""
     if n_depth < 1 or not (0 < near < far):
         raise NeuralRenderError(f"ray_box_depths: need n_depth >= 1 and 0 < near < far, got {n_depth}, {near}, {far}")
     pix, H, W = _pixel_centres(cameras, height, width)
@@ -170,8 +176,8 @@ def ray_box_depths(cameras, bounds_min, bounds_max, n_depth: int, near: float, f
     c = cameras.centers.to(dt).unsqueeze(1)  # [B,1,3]
     d = cameras.unproject(pix, torch.ones(B, H * W, device=dev, dtype=dt)) - c  # point at camera z = 1, minus c
     lo, hi = _bounds(bounds_min, bounds_max, d)
-    d = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
-    t0, t1 = (lo - c) / d, (hi - c) / d
+    dsafe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+    t0, t1 = (lo - c) / dsafe, (hi - c) / dsafe
     z_in = torch.minimum(t0, t1).amax(-1).clamp_min(near)
     z_out = torch.maximum(t0, t1).amin(-1).clamp_max(far)
     miss = z_out <= z_in
@@ -179,7 +185,7 @@ def ray_box_depths(cameras, bounds_min, bounds_max, n_depth: int, near: float, f
     z_out = torch.where(miss, torch.full_like(z_out, far), z_out)
     k = (torch.arange(n_depth, device=dev, dtype=dt) + 0.5) / n_depth
     z = z_in.unsqueeze(1) + k.view(1, -1, 1) * (z_out - z_in).unsqueeze(1)  # [B,n,HW]
-    return z.reshape(B, n_depth, H, W)
+    return z.reshape(B, n_depth, H, W), c, d
 
 
 def sample_along_rays(grid: torch.Tensor, bounds_min, bounds_max, cameras, n_depth: int, near: float, far: float,
@@ -199,10 +205,9 @@ def sample_along_rays(grid: torch.Tensor, bounds_min, bounds_max, cameras, n_dep
     if cameras.batch_size != B:
         raise NeuralRenderError(f"sample_along_rays: {cameras.batch_size} cameras for a grid batch of {B}")
     if in_box:
-        depths = ray_box_depths(cameras, bounds_min, bounds_max, n_depth, near, far, height, width)
-        pix, Hc, Wc = _pixel_centres(cameras, height, width)
-        xy = pix.reshape(1, 1, Hc * Wc, 2).expand(B, n_depth, -1, -1).reshape(B, -1, 2)
-        pts = cameras.unproject(xy, depths.reshape(B, -1)).reshape(B, n_depth, Hc, Wc, 3)
+        depths, c, d = _ray_box(cameras, bounds_min, bounds_max, n_depth, near, far, height, width)
+        Hc, Wc = depths.shape[-2:]
+        pts = (c.unsqueeze(1) + d.unsqueeze(1) * depths.reshape(B, n_depth, -1, 1)).reshape(B, n_depth, Hc, Wc, 3)
     else:
         pts, depths = frustum_points(cameras, n_depth, near, far, height, width)
     g = world_to_grid(pts.to(grid.dtype), bounds_min, bounds_max)  # [B,n,H,W,3]
