@@ -138,8 +138,8 @@ def run(a) -> int:
                                                                            src.landmarks)[0]
     eyes = eye_offsets_from_track(src.landmarks, fitted) * scale
     lips = eye_offsets_from_track(src.landmarks, fitted, MOUTH_IDS) * scale
-    mouth = getattr(model.cfg, "mouth", False)
-    fill = mouth and getattr(model.cfg, "mouth_fill", False)
+    mouth = model.cfg.mouth
+    fill = mouth and model.cfg.mouth_fill
     T = p.batch_size
     with torch.no_grad():
         maps = torch.cat([conditioning_maps(face, p.index(torch.arange(s, min(s + 32, T))), W, H, size,

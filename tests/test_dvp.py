@@ -35,6 +35,9 @@ def test_smoke_and_checkpoint_round_trip(tmp_path, shared_data):
     assert out.shape == (3, 3, 64, 64) and 0 <= float(out.min()) and float(out.max()) <= 1
     model, _, _, _ = load_run(tmp_path / "run", device="cpu")  # a fresh model from the checkpoint
     assert torch.equal(out, model.generate(batch))
+    cfg_file = tmp_path / "run" / "config.yaml"  # a run saved before --mouth-fill existed loads without the fill
+    cfg_file.write_text("".join(ln for ln in cfg_file.read_text().splitlines(True) if "mouth_fill" not in ln))
+    assert load_run(tmp_path / "run", device="cpu")[0].cfg.mouth_fill is False
 
 
 def test_resume_is_bit_identical(tmp_path, shared_data):
@@ -127,7 +130,46 @@ def test_conditioning_and_transfer(shared_data):
     assert torch.allclose(random_affine([a], 1e-6)[0], a, atol=1e-3)  # the identity transform resamples exactly
 
 
-@pytest.mark.parametrize("field,value", [("shift", -1.0), ("rotate", 200.0), ("zoom", 1.0)])
+def test_window_pairs_and_temporal_loss_are_aligned():
+    """No off-by-one between the window, the target and the previous frame: a 'renderer' that copies its window's
+    current correspondence channels reproduces the video with zero flicker, one that copies the window's previous
+    frame does not; --temporal pairs each trained frame with its own predecessor under one augmentation."""
+    from torch.utils.data import default_collate
+
+    from neuralrender.methods.dvp import DeepVideoPortraits, DVPConfig, PortraitFrames, flicker
+
+    T, S = 7, 16
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(T, 5, S, S, generator=g)
+    d = {"maps": maps, "images": maps[:, :3].clone(), "mask": torch.ones(T, 1, S, S)}
+    ds = PortraitFrames(d, 3, list(range(T)))
+    b = default_collate([ds[t] for t in range(1, T)])
+    assert torch.equal(ds[4]["cond"][-5:], maps[4]) and torch.equal(ds[4]["cond"][:5], maps[2])
+    assert torch.equal(ds[0]["cond"], maps[0].repeat(3, 1, 1)) and torch.equal(ds[0]["image_prev"], d["images"][0])
+    assert torch.equal(b["cond_prev"], torch.stack([ds[t]["cond"] for t in range(T - 1)]))
+    now, past = (lambda c: c[:, -5:-2]), (lambda c: c[:, -10:-7])
+    zero = flicker(now(b["cond"]), now(b["cond_prev"]), b["image"], b["image_prev"], b["mask"])
+    lag = flicker(past(b["cond"]), past(b["cond_prev"]), b["image"], b["image_prev"], b["mask"])
+    assert float(zero.abs().max()) == 0.0 and float(lag.min()) > 0.1
+    info = {"cond_channels": 15, "mean_image": torch.zeros(3, S, S)}
+    small = {"width": 4, "depth": 2, "d_width": 4, "d_layers": 1}
+    m = DeepVideoPortraits(DVPConfig(temporal=1.0, shift=0.0, rotate=0.0, zoom=0.0, **small), info)
+    c, r, _ = m.training_pair(b)  # B = 6 items -> 3 pairs: [t of each pair; t-1 of each pair]
+    assert c.shape[0] == 6 and torch.equal(c[:3, -5:], maps[1:4]) and torch.equal(c[3:, -5:], maps[0:3])
+    assert torch.equal(r[:3], d["images"][1:4]) and torch.equal(r[3:], d["images"][0:3])
+    b2 = {**b, "image_prev": b["image"] - 0.25}  # one transform per pair keeps the pair's difference exact
+    _, r, _ = DeepVideoPortraits(DVPConfig(temporal=1.0, **small), info).training_pair(b2)
+    assert torch.allclose(r[:3] - r[3:], torch.full_like(r[:3], 0.25), atol=1e-5)
+    c, _, _ = DeepVideoPortraits(DVPConfig(past_dropout=1.0, shift=0.0, rotate=0.0, zoom=0.0, **small),
+                                 info).training_pair(b)  # past frames dropped: the current one repeated
+    assert c.shape[0] == 6 and torch.equal(c, b["cond"][:, -5:].repeat(1, 3, 1, 1))
+    m.loss("d", b, 1)  # the temporal term is logged and finite
+    _, logs = m.loss("g", b, 1)
+    assert 0 < logs["temporal"] < 1
+
+
+@pytest.mark.parametrize("field,value", [("shift", -1.0), ("rotate", 200.0), ("zoom", 1.0), ("temporal", -1.0),
+                                         ("past_dropout", 2.0)])
 def test_bad_augmentation_settings_name_the_field(field, value):
     from neuralrender.errors import NeuralRenderError
     from neuralrender.methods.dvp import DeepVideoPortraits, DVPConfig

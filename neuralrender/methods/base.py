@@ -38,6 +38,8 @@ class Method(nn.Module):
     phases: ClassVar[tuple[str, ...]] = ("g",)
     # Overrides of TrainConfig defaults for this method (e.g. GAN betas), applied before YAML and flags.
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # Model-config values that `load_run` gives fields a saved run lacks (runs saved before the field existed).
+    legacy_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg, info: dict[str, Any]):
         super().__init__()

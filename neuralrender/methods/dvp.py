@@ -75,6 +75,12 @@ class DVPConfig:
     face_weight: float = field(default=2.0, metadata={"help": "extra L1 weight on the face region (0 = plain L1)"})
     landmark_weight: float = field(default=4.0, metadata={"help": "extra L1 weight around the eye and lip landmarks "
                                                                    "(the current frame's landmark map, dilated)"})
+    temporal: float = field(default=0.0, metadata={"help": "weight of a temporal L1 between the output's and the "
+                                                           "truth's frame differences; > 0: a batch of B items is "
+                                                           "trained as B/2 consecutive (t-1, t) pairs, the same "
+                                                           "frames per step"})
+    past_dropout: float = field(default=0.0, metadata={"help": "training: probability per pair that the window's "
+                                                               "past frames are replaced by the current frame's maps"})
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -126,9 +132,9 @@ def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True,
 
 
 class PortraitFrames(Dataset):
-    """Frames `indices` of a prepared video: cond [window*5,S,S], image [3,S,S], mask [1,S,S]; with
-    `nn_index` (held-out split) also the previous frame's cond/image/mask and the nearest-neighbour baseline's
-    images (nn, nn_prev)."""
+    """Frames `indices` of a prepared video: cond [window*5,S,S], image [3,S,S], mask [1,S,S] and the previous
+    frame's (cond_prev, image_prev, mask_prev; frame 0's own at frame 0); with `nn_index` (held-out split) also the
+    nearest-neighbour baseline's images (nn, nn_prev)."""
 
     def __init__(self, data: dict, window: int, indices: list[int], nn_index: torch.Tensor | None = None):
         self.cond = stack_window(data["maps"], window)
@@ -139,11 +145,11 @@ class PortraitFrames(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         t = self.indices[i]
-        out = {"cond": self.cond[t], "image": self.images[t], "mask": self.mask[t], "index": t}
+        tp = max(t - 1, 0)
+        out = {"cond": self.cond[t], "image": self.images[t], "mask": self.mask[t], "index": t,
+               "cond_prev": self.cond[tp], "image_prev": self.images[tp], "mask_prev": self.mask[tp]}
         if self.nn is not None:
-            tp = max(t - 1, 0)
-            out.update(cond_prev=self.cond[tp], image_prev=self.images[tp], mask_prev=self.mask[tp],
-                       nn=self.images[int(self.nn[t])], nn_prev=self.images[int(self.nn[tp])])
+            out.update(nn=self.images[int(self.nn[t])], nn_prev=self.images[int(self.nn[tp])])
         return out
 
 
@@ -213,6 +219,9 @@ class DeepVideoPortraits(Method):
     phases = ("d", "g")
     train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 4, "steps": 1000, "eval_every": 250,
                       "ckpt_every": 250, "eval_batches": 0, "threads": 1}
+    # what runs saved before these fields existed were trained and conditioned with
+    legacy_config = {"mouth_fill": False, "shift": 0.0, "rotate": 0.0, "zoom": 0.0, "temporal": 0.0,
+                     "past_dropout": 0.0}
 
     @classmethod
     def build_data(cls, cfg, data, seed):
@@ -221,7 +230,9 @@ class DeepVideoPortraits(Method):
     def __init__(self, cfg: DVPConfig, info):
         super().__init__(cfg, info)
         for name, ok, want in (("shift", cfg.shift >= 0, ">= 0"), ("rotate", 0 <= cfg.rotate <= 180, "in [0, 180]"),
-                               ("zoom", 0 <= cfg.zoom < 1, "in [0, 1)")):
+                               ("zoom", 0 <= cfg.zoom < 1, "in [0, 1)"),
+                               ("temporal", cfg.temporal >= 0, ">= 0"),
+                               ("past_dropout", 0 <= cfg.past_dropout <= 1, "in [0, 1]")):
             if not ok:
                 raise NeuralRenderError(f"dvp: {name} must be {want}, got {getattr(cfg, name)}")
         c = info["cond_channels"]
@@ -237,10 +248,28 @@ class DeepVideoPortraits(Method):
         """cond [B,window*5,H,W] -> image [B,3,H,W] in [0,1]."""
         return self.generator(cond)
 
+    def training_pair(self, batch):
+        """The (cond, image, mask) trained this step, augmented. With --temporal: the first B/2 items and their
+        previous frames, stacked [t items; t-1 items] (one transform per pair); with --past-dropout: the window's
+        past frames of a pair replaced by its current frame's maps with that probability."""
+        c, r, m = batch["cond"], batch["image"], batch["mask"]
+        h = max(c.shape[0] // 2, 1) if self.cfg.temporal else c.shape[0]
+        k, c, r, m = c.shape[1], c[:h], r[:h], m[:h]
+        pc = batch["cond_prev"][:h] if self.cfg.temporal else None
+        if self.cfg.past_dropout and k > COND_CHANNELS:
+            drop = (torch.rand(h) < self.cfg.past_dropout).view(h, 1, 1, 1).to(c.device)
+            now = lambda x: x[:, -COND_CHANNELS:].repeat(1, k // COND_CHANNELS, 1, 1)  # noqa: E731
+            c, pc = torch.where(drop, now(c), c), (None if pc is None else torch.where(drop, now(pc), pc))
+        if not self.cfg.temporal:
+            return random_affine([c, r, m], self.cfg.shift, self.cfg.rotate, self.cfg.zoom)
+        pr, pm = batch["image_prev"][:h], batch["mask_prev"][:h]
+        c, r, m = random_affine([torch.cat([c, pc], 1), torch.cat([r, pr], 1), torch.cat([m, pm], 1)],
+                                self.cfg.shift, self.cfg.rotate, self.cfg.zoom)
+        return torch.cat([c[:, :k], c[:, k:]]), torch.cat([r[:, :3], r[:, 3:]]), torch.cat([m[:, :1], m[:, 1:]])
+
     def loss(self, phase, batch, step):
         def generate():  # once per step: the d and g phases see the same (augmented) pair
-            c, r, m = random_affine([batch["cond"], batch["image"], batch["mask"]], self.cfg.shift,
-                                    self.cfg.rotate, self.cfg.zoom)
+            c, r, m = self.training_pair(batch)
             return c, r, m, self(c)
 
         cond, real, mask, fake = self.step_output(step, phase, generate)
@@ -253,7 +282,13 @@ class DeepVideoPortraits(Method):
         if self.cfg.landmark_weight:
             w = w + self.cfg.landmark_weight * landmark_region(cond)
         l1 = ((fake - real).abs() * w).mean() / w.mean()
-        return self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1, {"g_adv": adv.item(), "l1": l1.item()}
+        total, logs = self.cfg.lambda_gan * adv + self.cfg.lambda_l1 * l1, {"g_adv": adv.item(), "l1": l1.item()}
+        if self.cfg.temporal:
+            h = fake.shape[0] // 2
+            dt = (fake[:h] - fake[h:]) - (real[:h] - real[h:])
+            tl = (dt.abs() * w[:h]).mean() / w[:h].mean()
+            total, logs["temporal"] = total + self.cfg.temporal * tl, tl.item()
+        return total, logs
 
     @torch.no_grad()
     def evaluate(self, batch):

@@ -372,6 +372,8 @@ def load_run(run_dir, device: str = "auto", checkpoint: str | None = None, use_e
     name = data.get("method")
     if not name:
         raise ConfigError(f"{cfg_path}: missing key 'method'")
+    cls = registry.get_method(name)
+    data = {**data, "model": {**cls.legacy_config, **(data.get("model") or {})}}  # runs saved before a field
     cls, tcfg, mcfg = build_configs(name, data, {})
     dev = resolve_device(device)
     ck = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.safetensors"
