@@ -9,9 +9,11 @@ process with torch threads fixed (default 1): `--cpu-minutes` counts the CPU tim
 (time.process_time, so it is fair under a shared, loaded machine: data loading and evaluation are not
 counted), `--steps` counts steps; with both, whichever ends first. neural-textures (it needs a mesh) is
 skipped on captures without one. Then it reports test-split PSNR / SSIM (LPIPS when available),
-DeepVoxels' depth error, and on a 24-frame orbit the temporal warping error: consecutive frames are related
-by the flow that the known cameras and the scene's true depth give (built scenes are re-rendered on the
-orbit for that depth; graphics.flow.rigid_flow), frame t-1 is warped into frame t and the mean squared
+DeepVoxels' depth error, and on a 24-frame orbit (around the centre of the box a built scene carries, so the
+same orbit whichever methods run in the process; else of the first method's box) the temporal warping
+error: consecutive frames are related by the flow that the known cameras and the scene's true depth give
+(built scenes are re-rendered on the orbit for that depth; graphics.flow.rigid_flow), frame t-1 is warped
+into frame t and the mean squared
 difference on pixels visible in both is reported x1000 (graphics.flow.warping_error). It writes
 results.json and images into --out/<data>: test_views.png (rows: target, each method, DeepVoxels' learned
 depth, the true depth), orbit.png (rows: truth, each method), orbit_depth_truth_deepvoxels.png.
@@ -160,6 +162,7 @@ def has_mesh(data: str) -> bool:
 
 @torch.no_grad()
 def compare(args) -> dict:
+    from neuralrender.data.view_pairs import dataset_box
     from neuralrender.io.images import save_grid
 
     out = Path(args.out) / Path(args.data).name
@@ -183,9 +186,10 @@ def compare(args) -> dict:
                                        args.threads, over)
             budget["overrides"] = over
         model = tr.model.eval()
-        if cams is None:
+        if cams is None:  # the orbit circles the scene's own box (method-independent), else the first method's
             info = tr.data.info
-            centre = (torch.as_tensor(info["bounds_min"]) + torch.as_tensor(info["bounds_max"])) / 2
+            box = dataset_box(info["data"]) or (info["bounds_min"], info["bounds_max"])
+            centre = (torch.as_tensor(box[0]) + torch.as_tensor(box[1])) / 2
             cams = camera_path(info["train_cameras"], "orbit", args.orbit_frames, centre)
             truth = orbit_truth(info["data"], cams)
             near, far = float(info["near"]), float(info["far"])

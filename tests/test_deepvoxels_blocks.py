@@ -283,3 +283,41 @@ def test_sync_grid_averages_the_persistent_grid_over_processes():
     out = mp.Manager().dict()
     mp.spawn(_sync_worker, args=(2, port, out), nprocs=2, join=True)
     assert dict(out) == {0: 1.5, 1: 1.5}
+
+
+def test_built_scene_carries_its_box_and_scene_bounds_use_it(tmp_path):
+    """The scene builder writes the box of the scene's geometry into transforms.json ("bounds"); --bounds scene
+    (deepvoxels' default) puts the grid in it, padded; a scene built before the builder wrote it gets the same
+    box from its scene.yaml; a capture with neither falls back to the cameras' box; a malformed box is named."""
+    import dataclasses
+    import json
+
+    from neuralrender.data import scenes
+    from neuralrender.data.view_pairs import SCENE_BOX_PAD, dataset_box, load_view_pairs
+    from neuralrender.errors import DataError
+
+    spec = scenes.load_scene("default")
+    spec = dataclasses.replace(spec, rigs=[dataclasses.replace(r, n=n) for r, n in zip(spec.rigs, (4, 2, 2, 1, 2))],
+                               width=16, height=16)
+    js = scenes.build_scene(spec, tmp_path / "s", progress=False)
+    verts = scenes.scene_mesh(spec).mesh.verts
+    box = torch.tensor(json.loads(js.read_text())["bounds"])
+    assert torch.allclose(box, torch.cat([verts.min(0).values, verts.max(0).values]), atol=1e-5)
+    _, _, info = load_view_pairs(str(tmp_path / "s"), 16, 1, "scene")
+    pad = SCENE_BOX_PAD * float((box[3:] - box[:3]).max())
+    assert info["bounds_source"] == "scene" and pad > 0
+    assert torch.allclose(info["bounds_min"], box[:3] - pad) and torch.allclose(info["bounds_max"], box[3:] + pad)
+
+    doc = json.loads(js.read_text())
+    del doc["bounds"]  # built before the builder wrote its box: recomputed from scene.yaml
+    js.write_text(json.dumps(doc))
+    lo, hi = dataset_box(tmp_path / "s")
+    assert torch.allclose(torch.cat([lo, hi]), box, atol=1e-5)
+    (tmp_path / "s" / "scene.yaml").unlink()  # a capture: no box, the cameras' box
+    assert dataset_box(tmp_path / "s") is None
+    train, _, info = load_view_pairs(str(tmp_path / "s"), 16, 1, "scene")
+    lo, hi = scene_bounds(train.cameras)
+    assert info["bounds_source"] == "auto" and torch.equal(info["bounds_min"], lo) and torch.equal(info["bounds_max"], hi)
+    js.write_text(json.dumps({**doc, "bounds": [0, 0, 0, 1, -1, 1]}))
+    with pytest.raises(DataError, match=r"bounds must be six finite numbers .* got \[0, 0, 0, 1, -1, 1\]"):
+        dataset_box(tmp_path / "s")

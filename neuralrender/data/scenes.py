@@ -10,7 +10,8 @@ Public API (wired into `neuralrender scenes list|build|show`):
 A built dataset is a transforms.json folder (see neuralrender.io.posed): images/*.png (lit, with
 view-dependent Blinn-Phong highlights and optional shadow maps), depth/*.png (16-bit, mm),
 labels/*.png (per-object semantic ids, 0 = background), masks/*.png, mesh/scene.obj (+ textures),
-scene.yaml (the spec used). The same seed gives the same bytes.
+scene.yaml (the spec used); transforms.json also carries "bounds", the box of the scene's geometry.
+The same seed gives the same bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from neuralrender.graphics.cameras import Cameras, intrinsics_from_fov, look_at,
 from neuralrender.paths import resolve_data_path
 
 __all__ = ["list_scenes", "load_scene", "parse_scene", "build_scene", "show_dataset", "scene_mesh",
-           "scene_cameras", "render_scene", "SceneRender", "load_texture_source", "preview_scene", "cli",
+           "scene_cameras", "scene_box", "render_scene", "SceneRender", "load_texture_source", "preview_scene", "cli",
            "torch_threads"]
 
 
@@ -122,6 +123,13 @@ def scene_mesh(spec: SceneSpec) -> SceneMesh:
     spec_f = torch.cat([torch.full((p.num_faces,), o.specular) for p, o in zip(parts, spec.objects)])
     shin_f = torch.cat([torch.full((p.num_faces,), o.shininess) for p, o in zip(parts, spec.objects)])
     return SceneMesh(mesh, spec_f, shin_f)
+
+
+def scene_box(mesh: M.Mesh) -> list[float]:
+    """The axis-aligned box of a scene's geometry, [xmin, ymin, zmin, xmax, ymax, zmax] in world units
+    (written into a built dataset's transforms.json as "bounds": what view-synthesis methods put their grid in)."""
+    v = mesh.verts.reshape(-1, 3).double()
+    return [round(float(x), 6) for x in torch.cat([v.min(0).values, v.max(0).values])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +332,8 @@ def _build_scene(spec, out_dir, size, batch, overwrite, progress) -> Path:
     names = {"0": "background", **{str(o.label): o.name for o in spec.objects}}
     return save_posed_dataset(out, cams, r.images, splits=splits, depth=r.depth, masks=r.mask, labels=r.labels,
                               mesh_path="mesh/scene.obj",
-                              extra={"scene": spec.name, "seed": spec.seed, "label_names": names})
+                              extra={"scene": spec.name, "seed": spec.seed, "label_names": names,
+                                     "bounds": scene_box(smesh.mesh)})
 
 
 class _progress:

@@ -154,6 +154,36 @@ def scene_bounds(cameras: Cameras, margin: float = 1.0) -> tuple[torch.Tensor, t
     return centre - half, centre + half
 
 
+SCENE_BOX_PAD = 0.025  # --bounds scene: the dataset's box grown by this fraction of its longest side on every side
+
+
+def dataset_box(root) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The scene box a posed dataset carries, (bounds_min [3], bounds_max [3]), or None: transforms.json's
+    "bounds" [xmin, ymin, zmin, xmax, ymax, zmax] (the scene builder writes the box of the scene's geometry);
+    for a scene built before the builder wrote it (a scene.yaml beside the json), the same box recomputed from
+    that spec; None for a capture with neither."""
+    import math
+    from pathlib import Path
+
+    from neuralrender.io.posed import load_transforms
+
+    data = load_transforms(root, "all")
+    vals = data.meta.get("bounds")
+    if vals is None:
+        spec = Path(data.json_path).parent / "scene.yaml"
+        if not spec.is_file():
+            return None
+        from neuralrender.data import scenes
+
+        vals = scenes.scene_box(scenes.scene_mesh(scenes.load_scene(spec)).mesh)
+    ok = isinstance(vals, (list, tuple)) and len(vals) == 6 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals)
+    if not ok or any(vals[i + 3] < vals[i] for i in range(3)):
+        raise DataError(data.json_path, f"bounds must be six finite numbers [xmin, ymin, zmin, xmax, ymax, zmax] "
+                                        f"with max >= min, got {vals!r}", field="bounds")
+    return torch.tensor(vals[:3], dtype=torch.float32), torch.tensor(vals[3:], dtype=torch.float32)
+
+
 def check_cameras_outside(cameras: Cameras, bounds_min, bounds_max, where: str = "cameras") -> None:
     """Raise NeuralRenderError naming the first camera whose centre lies inside the box."""
     lo, hi = torch.as_tensor(bounds_min).float(), torch.as_tensor(bounds_max).float()
@@ -233,8 +263,11 @@ def camera_path(cameras: Cameras, path: str | None, frames: int, centre: torch.T
 def load_view_pairs(data: str | None, image_size: int, n_sources: int, bounds: str = "auto",
                     bounds_margin: float = 1.0) -> tuple[ViewPairs, ViewPairs, dict]:
     """(train pairs, test pairs, info) of a posed dataset (see `resolve_posed`), images downscaled by
-    `downscale_for(.., image_size)` and undistorted. info: width, height, bounds_min/max [3], near, far,
-    mean_image [3,H,W] (train split), train_cameras, data (the resolved path), has_depth."""
+    `downscale_for(.., image_size)` and undistorted. bounds: 'auto' (scene_bounds of the training cameras,
+    scaled by bounds_margin), 'scene' (the dataset's own box, `dataset_box`, padded by SCENE_BOX_PAD; 'auto' when
+    it has none) or 'xmin,ymin,zmin,xmax,ymax,zmax'. info: width, height, bounds_min/max [3], bounds_source
+    ('scene' | 'auto' | 'given'), near, far, mean_image [3,H,W] (train split), train_cameras, data (the resolved
+    path), has_depth."""
     from neuralrender.data.posed import PosedImageDataset
     from neuralrender.io.posed import load_transforms
 
@@ -244,18 +277,25 @@ def load_view_pairs(data: str | None, image_size: int, n_sources: int, bounds: s
     train = PosedImageDataset(root, "train", downscale=ds, undistort=True, cache=True)
     test = PosedImageDataset(root, "test", downscale=ds, undistort=True, cache=True)
     cams = train.cameras
-    if bounds == "auto":
+    box = dataset_box(root) if bounds == "scene" else None
+    if box is not None:  # the dataset's own box, padded so surfaces on its faces (a floor) lie inside the grid
+        pad = SCENE_BOX_PAD * float((box[1] - box[0]).max())
+        lo, hi, source = box[0] - pad, box[1] + pad, "scene"
+    elif bounds in ("auto", "scene"):  # "scene" on a dataset without a box: the cameras' box
         lo, hi = scene_bounds(cams, bounds_margin)
+        source = "auto"
     else:
         try:
             vals = [float(v) for v in bounds.replace(" ", "").split(",")]
         except ValueError:
             vals = []
         if len(vals) != 6:
-            raise NeuralRenderError(f"bounds must be 'auto' or six numbers 'xmin,ymin,zmin,xmax,ymax,zmax', got {bounds!r}")
+            raise NeuralRenderError(f"bounds must be 'scene', 'auto' or six numbers 'xmin,ymin,zmin,xmax,ymax,zmax', "
+                                    f"got {bounds!r}")
         lo, hi = torch.tensor(vals[:3]), torch.tensor(vals[3:])
         if bool((hi <= lo).any()):
             raise NeuralRenderError(f"bounds: max must exceed min on every axis, got {bounds!r}")
+        source = "given"
     check_cameras_outside(cams, lo, hi, f"{full.json_path} (train split)")
     check_cameras_outside(test.cameras, lo, hi, f"{full.json_path} (test split)")
     check_cameras_see(cams, lo, hi, f"{full.json_path} (train split)")
@@ -265,5 +305,5 @@ def load_view_pairs(data: str | None, image_size: int, n_sources: int, bounds: s
     first = train[0]
     info = {"width": cams.width, "height": cams.height, "bounds_min": lo, "bounds_max": hi, "near": near,
             "far": far, "mean_image": train.images().mean(0), "train_cameras": cams, "data": root,
-            "has_depth": "depth" in first, "downscale": ds}
+            "has_depth": "depth" in first, "downscale": ds, "bounds_source": source}
     return tr, te, info

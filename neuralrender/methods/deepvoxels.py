@@ -53,11 +53,13 @@ class DeepVoxelsConfig:
     occlusion_hidden: int = field(default=16, metadata={"help": "channels of the occlusion net's 3D convs"})
     render_width: int = field(default=32, metadata={"help": "first-level channels of the 2D rendering U-Net"})
     render_depth: int = field(default=4, metadata={"help": "downsamplings of the rendering U-Net"})
-    bounds: str = field(default="auto", metadata={"help": "grid box 'xmin,ymin,zmin,xmax,ymax,zmax' or 'auto' (from the cameras)"})
+    bounds: str = field(default="scene", metadata={"help": "grid box: 'scene' (the box a built scene carries in its "
+                                                           "transforms.json, padded; 'auto' for data without one), "
+                                                           "'auto' (from the cameras) or 'xmin,ymin,zmin,xmax,ymax,zmax'"})
     bounds_margin: float = field(default=1.0, metadata={"help": "scale of the auto box"})
-    ray_box: bool = field(default=False, metadata={"help": "sample each target ray only where it crosses the grid box "
-                                                           "(depth_bins per ray between its box entry and exit) "
-                                                           "instead of one near..far for all rays"})
+    ray_box: bool = field(default=True, metadata={"help": "sample each target ray only where it crosses the grid box "
+                                                          "(depth_bins per ray between its box entry and exit) "
+                                                          "instead of one near..far for all rays"})
     adv_weight: float = field(default=0.0, metadata={"help": "weight of the PatchGAN loss (0 = L1 only, the CPU default)"})
     gate_bias: float = field(default=-2.0, metadata={"help": "initial bias of the GRU's update gate (negative: each step "
                                                              "changes the persistent grid a little; 0 = a plain GRU)"})
