@@ -21,11 +21,33 @@ def test_generator_shapes(hw):
     le = LocalEnhancer(5, 3, width=4, n_down_global=2, n_blocks_global=1, n_blocks_local=1)
     assert le(x).shape == (2, 3, *hw)
     assert le.global_only(x).shape == (2, 3, (hw[0] + 1) // 2, (hw[1] + 1) // 2)
+    for up in ("bilinear", "nearest"):  # resize-convolution upsampling
+        assert LocalEnhancer(5, 3, width=4, n_down_global=2, n_blocks_global=1, n_blocks_local=1, up=up)(x).shape \
+            == (2, 3, *hw)
     sg = SequentialGenerator(5, n_prev=2, width=4, n_down=2, n_blocks=1)
     out = sg(torch.rand(2, 15, *hw), torch.rand(2, 6, *hw))
     assert out["image"].shape == (2, 3, *hw) and out["flow"].shape == (2, 2, *hw) and out["mask"].shape == (2, 1, *hw)
     first = sg(torch.rand(2, 15, *hw), None)
     assert torch.equal(first["image"], first["hallucinated"]) and bool((first["mask"] == 1).all())
+
+
+def test_generator_upsampling_options():
+    """'transpose' (the default) keeps the transposed convs and the checkpoint keys; a resize conv has none and
+    maps a constant feature map to a constant (no checkerboard); unknown modes are an error."""
+    default = LocalEnhancer(5, 3, width=4, n_down_global=2, n_blocks_global=1, n_blocks_local=1)
+    paper = LocalEnhancer(5, 3, width=4, n_down_global=2, n_blocks_global=1, n_blocks_local=1, up="transpose")
+    assert default.state_dict().keys() == paper.state_dict().keys()
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in default.modules())
+    resize = LocalEnhancer(5, 3, width=4, n_down_global=2, n_blocks_global=1, n_blocks_local=1, up="bilinear")
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in resize.modules())
+    from neuralrender.nn.generators import _upsample
+
+    for up, flat in (("transpose", False), ("bilinear", True), ("nearest", True)):
+        torch.manual_seed(0)
+        y = torch.nn.Sequential(*_upsample(2, 2, up))(torch.ones(1, 2, 8, 8))[..., 2:-2, 2:-2]
+        assert bool(torch.allclose(y, y[..., :1, :1].expand_as(y), atol=1e-6)) == flat, up
+    with pytest.raises(ValueError, match="unknown upsampling 'cubic'"):
+        ResnetGenerator(5, 3, width=8, n_down=2, n_blocks=1, up="cubic")
 
 
 def test_sequential_generator_blends_warp_and_hallucination():
@@ -91,6 +113,23 @@ def test_feature_matching_gradient_reaches_fake_only():
     loss.backward()
     assert real[0][0].grad is None and fake[0][0].grad is not None
     assert feature_matching_loss(real, real).item() == 0
+
+
+def test_feature_matching_paper_layer_weights():
+    """layers='pix2pixhd': per scale 4 / L x the sum over its L feature maps, scales averaged."""
+    torch.manual_seed(0)
+    real = [[torch.rand(1, 4, 8, 8), torch.rand(1, 4, 4, 4), torch.rand(1, 1, 2, 2)],
+            [torch.rand(1, 4, 4, 4), torch.rand(1, 1, 2, 2)]]
+    fake = [[torch.rand_like(t) for t in scale] for scale in real]
+    d = [[(f - r).abs().mean().item() for r, f in zip(rs[:-1], fs[:-1])] for rs, fs in zip(real, fake)]
+    want = 3.0 * ((4 / 2) * (d[0][0] + d[0][1]) + (4 / 1) * d[1][0]) / 2
+    assert abs(feature_matching_loss(real, fake, 3.0, layers="pix2pixhd").item() - want) < 1e-5
+    same = [real[0], real[0]]  # equal layer counts: 4 x the mean
+    fake2 = [fake[0], fake[0]]
+    assert abs(feature_matching_loss(same, fake2, 3.0, "pix2pixhd").item()
+               - 4 * feature_matching_loss(same, fake2, 3.0).item()) < 1e-5
+    with pytest.raises(NeuralRenderError, match="unknown feature matching"):
+        feature_matching_loss(real, fake, layers="sum")
 
 
 def test_instance_average_is_constant_per_instance():

@@ -85,12 +85,21 @@ def generator_loss(fake_outputs, mode: str = "lsgan") -> torch.Tensor:
     return sum(gan_loss(f, True, mode, for_discriminator=False) for f in fakes) / len(fakes)
 
 
-def feature_matching_loss(real_outputs, fake_outputs, weight: float = 10.0) -> torch.Tensor:
-    """pix2pixHD discriminator feature matching: weight * mean over scales and layers of L1(fake, real.detach())."""
+def feature_matching_loss(real_outputs, fake_outputs, weight: float = 10.0, layers: str = "mean") -> torch.Tensor:
+    """pix2pixHD discriminator feature matching: weight * L1(fake, real.detach()) over scales and layers.
+
+    layers: 'mean' (default): the mean over all scales and layers; 'pix2pixhd': the paper's weighting, per scale
+    each of its L feature maps weighted 4 / L and summed, scales averaged (= 4 x 'mean' when every scale has the
+    same number of feature maps)."""
+    if layers not in ("mean", "pix2pixhd"):
+        raise NeuralRenderError(f"unknown feature matching layer weighting '{layers}'; valid: mean, pix2pixhd")
     reals, fakes = features_per_scale(real_outputs), features_per_scale(fake_outputs)
     if len(reals) != len(fakes):
         raise NeuralRenderError(f"real and fake outputs have {len(reals)} and {len(fakes)} scales")
-    terms = [F.l1_loss(f, r.detach()) for rs, fs in zip(reals, fakes) for r, f in zip(rs, fs)]
+    per_scale = [[F.l1_loss(f, r.detach()) for r, f in zip(rs, fs)] for rs, fs in zip(reals, fakes)]
+    terms = [t for ts in per_scale for t in ts]
     if not terms:
         raise NeuralRenderError("feature matching needs discriminators that return intermediate features")
-    return weight * torch.stack(terms).mean()
+    if layers == "mean":
+        return weight * torch.stack(terms).mean()
+    return weight * sum(4.0 / len(ts) * torch.stack(ts).sum() for ts in per_scale if ts) / len(per_scale)

@@ -61,12 +61,26 @@ def _front(cin: int, width: int, n_down: int, norm: str, max_width: int) -> tupl
     return nn.Sequential(*layers), c
 
 
-def _back(c: int, width: int, n_up: int, norm: str) -> tuple[nn.Sequential, int]:
-    """n_up transposed-conv upsamplings halving channels down to `width`; returns (module, channels out)."""
+UP_MODES = ("transpose", "bilinear", "nearest")
+
+
+def _upsample(c: int, c2: int, up: str) -> list[nn.Module]:
+    """x2 upsampling c -> c2 channels: 'transpose' (3x3 stride-2 transposed conv, pix2pixHD's) or a resize
+    convolution ('bilinear' | 'nearest' upsampling, then a reflect-padded 3x3 conv: no checkerboard pattern)."""
+    if up == "transpose":
+        return [nn.ConvTranspose2d(c, c2, 3, 2, 1, output_padding=1)]
+    if up not in UP_MODES:
+        raise ValueError(f"unknown upsampling '{up}'; valid: {', '.join(UP_MODES)}")
+    resize = nn.Upsample(scale_factor=2, mode=up, align_corners=False if up == "bilinear" else None)
+    return [resize, nn.ReflectionPad2d(1), nn.Conv2d(c, c2, 3)]
+
+
+def _back(c: int, width: int, n_up: int, norm: str, up: str = "transpose") -> tuple[nn.Sequential, int]:
+    """n_up x2 upsamplings (see _upsample) halving channels down to `width`; returns (module, channels out)."""
     layers = []
     for i in range(n_up):
         c2 = max(width, c // 2) if i < n_up - 1 else width
-        layers += [nn.ConvTranspose2d(c, c2, 3, 2, 1, output_padding=1), norm_layer(norm, c2), nn.ReLU(True)]
+        layers += [*_upsample(c, c2, up), norm_layer(norm, c2), nn.ReLU(True)]
         c = c2
     return nn.Sequential(*layers), c
 
@@ -79,17 +93,18 @@ class ResnetGenerator(nn.Module):
     """x [B,in_channels,H,W] -> [B,out_channels,H,W] (Johnson et al. / pix2pixHD global generator G1).
 
     conv7 stem (width) -> n_down stride-2 convs (channels doubled, capped at max_width) -> n_blocks ResnetBlocks
-    -> n_down transposed convs -> conv7 head -> out_act. `features(x)` returns the last feature map before
-    the head ([B,width,H,W]), which the local enhancer adds to its own features.
+    -> n_down x2 upsamplings (`up`: 'transpose' = transposed convs as in the paper, or a resize convolution
+    'bilinear' | 'nearest') -> conv7 head -> out_act. `features(x)` returns the last feature map before the head
+    ([B,width,H,W]), which the local enhancer adds to its own features.
     """
 
     def __init__(self, in_channels: int, out_channels: int = 3, width: int = 64, n_down: int = 3, n_blocks: int = 9,
-                 norm: str = "instance", max_width: int = 1024, out_act: str = "sigmoid"):
+                 norm: str = "instance", max_width: int = 1024, out_act: str = "sigmoid", up: str = "transpose"):
         super().__init__()
         self.n_down, self.out_act, self.width = n_down, out_act, width
         self.front, c = _front(in_channels, width, n_down, norm, max_width)
         self.blocks = nn.Sequential(*[ResnetBlock(c, norm) for _ in range(n_blocks)])
-        self.back, c = _back(c, width, n_down, norm)
+        self.back, c = _back(c, width, n_down, norm, up)
         self.head = _head(c, out_channels)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,21 +119,21 @@ class ResnetGenerator(nn.Module):
 class LocalEnhancer(nn.Module):
     """pix2pixHD's coarse-to-fine generator: G1 (a ResnetGenerator of width 2*width) on the input downsampled by
     2, and G2 whose front end (conv7 + one stride-2 conv to 2*width) is added to G1's last features before G2's
-    residual blocks and upsampling.
+    residual blocks and upsampling (`up` for both, see ResnetGenerator).
 
     forward(x [B,C,H,W]) -> [B,out,H,W]; global_only(x) -> G1's own output at H/2 x W/2 (the first training stage).
     """
 
     def __init__(self, in_channels: int, out_channels: int = 3, width: int = 32, n_down_global: int = 3,
                  n_blocks_global: int = 9, n_blocks_local: int = 3, norm: str = "instance", max_width: int = 1024,
-                 out_act: str = "sigmoid"):
+                 out_act: str = "sigmoid", up: str = "transpose"):
         super().__init__()
         self.out_act = out_act
         self.global_g = ResnetGenerator(in_channels, out_channels, width * 2, n_down_global, n_blocks_global, norm,
-                                        max_width, out_act)
+                                        max_width, out_act, up)
         self.front, c = _front(in_channels, width, 1, norm, max_width)
         self.blocks = nn.Sequential(*[ResnetBlock(c, norm) for _ in range(n_blocks_local)])
-        self.back, c = _back(c, width, 1, norm)
+        self.back, c = _back(c, width, 1, norm, up)
         self.head = _head(c, out_channels)
         self.multiple = 2 ** (n_down_global + 1)
 
