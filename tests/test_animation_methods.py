@@ -90,6 +90,35 @@ def test_monkey_net_starts_as_the_warp_and_moves_with_the_keypoints(shared_data,
         trainer("monkey-net", tmp_path / "b", 1, output="blend")
 
 
+def test_monkey_net_correction_only_where_keypoints_moved(shared_data, tmp_path):
+    """--gate heat (default): even with a trained (here: random, nonzero) last layer, the decoder's correction
+    is zero where no keypoint moved: driven by the source itself the output is the source, and with one keypoint
+    moved the pixels far from every keypoint are the warped source; --gate none corrects everywhere."""
+    trainers = {g: trainer("monkey-net", tmp_path / g, 1, gate=g) for g in ("heat", "none")}
+    models = {g: t.model.eval() for g, t in trainers.items()}
+    src = trainers["heat"].data.val[0]["source"][None]
+    for m in models.values():
+        torch.nn.init.normal_(m.generator.final.weight, std=0.05)
+    with torch.no_grad():
+        still = models["heat"].reconstruct(src, src)
+        assert torch.allclose(still["prediction"], src.clamp(0.01, 0.99), atol=1e-5)
+        assert (models["none"].reconstruct(src, src)["prediction"] - src).abs().mean() > 1e-3
+        kp = models["heat"].keypoints(src)
+        moved = {"value": kp["value"].clone()}
+        moved["value"][:, 0] += torch.tensor([0.3, 0.0])
+        out = models["heat"].generate(src, moved, kp)
+    far = out["gate"] < 1e-4
+    assert 0.2 < far.float().mean() < 0.99  # the gate is local to the moved keypoint
+    diff = (out["prediction"] - out["deformed"].clamp(0.01, 0.99)).abs()
+    assert float(diff[far.expand_as(diff)].max()) < 1e-3 and float(diff.max()) > 1e-3
+    with pytest.raises(NeuralRenderError, match="gate"):
+        trainer("monkey-net", tmp_path / "g", 1, gate="mask")
+    batch = default_collate([trainers["heat"].data.val[i] for i in range(2)])
+    tr = trainer("monkey-net", tmp_path / "w", 1, w_rec_deformed=1.0)
+    loss, logs = tr.model.loss("g", batch, 0)
+    assert "rec_deformed" in logs and torch.isfinite(loss)  # the official code's reconstruction_deformed term
+
+
 def test_copart_segmentation_and_part_swap(shared_data, tmp_path):
     tr = trainer("copart", tmp_path / "c", 1)
     m = tr.model.eval()

@@ -88,10 +88,12 @@ class AnimationMethod(Method):
         return {}
 
     def equivariant_reconstruction_loss(self, batch: dict, detector, detected: str, jacobian: bool = False,
-                                        w_jacobian: float = 0.0, jacobian_log: str = "equi_jacobian"):
+                                        w_jacobian: float = 0.0, jacobian_log: str = "equi_jacobian",
+                                        return_out: bool = False):
         """The self-supervised objective of Monkey-Net / FOMM / co-part: multi-scale L1 reconstruction of the
         driving frame from the source, plus equivariance of `detector` (whose output on the driving frame is
-        `out[detected]`) under a random thin-plate-spline warp; Jacobian term when `jacobian`."""
+        `out[detected]`) under a random thin-plate-spline warp; Jacobian term when `jacobian`. return_out: also
+        return the model's output dict."""
         cfg = self.cfg
         src, drv = batch["source"], batch["driving"]
         out = self.reconstruct(src, drv)
@@ -103,7 +105,7 @@ class AnimationMethod(Method):
         if "equivariance_jacobian" in eq:
             loss = loss + w_jacobian * eq["equivariance_jacobian"]
             logs[jacobian_log] = eq["equivariance_jacobian"].item()
-        return loss, logs
+        return (loss, logs, out) if return_out else (loss, logs)
 
     @torch.no_grad()
     def render(self, batch):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from neuralrender.errors import NeuralRenderError
+from neuralrender.losses.pyramid import pyramid_l1
 from neuralrender.methods._animation import AnimationDataConfig, KeypointAnimationMethod
 from neuralrender.nn.blocks import norm_layer
 from neuralrender.nn.dense_motion import DenseMotionNetwork, deform
@@ -52,6 +53,11 @@ class MonkeyNetConfig(AnimationDataConfig):
     output: str = field(default="residual", metadata={"help": "residual: the generator's last layer (zero-initialised) "
                                                              "corrects the warped source in logit space; decoded: "
                                                              "sigmoid of the last layer (the paper's)"})
+    gate: str = field(default="heat", metadata={"help": "residual output only: where the correction applies. heat: "
+                                                       "near keypoints that moved, 1 - prod_k(1 - |G(kp_d) - G(kp_s)|) "
+                                                       "(0 where nothing moved); none: everywhere"})
+    w_rec_deformed: float = field(default=0.0, metadata={"help": "weight of a multi-scale L1 on the warped source "
+                                                                 "alone (the official code's reconstruction_deformed)"})
 
 
 class MotionTransferGenerator(nn.Module):
@@ -81,6 +87,9 @@ class MotionTransferGenerator(nn.Module):
         if cfg.output not in ("residual", "decoded"):
             raise NeuralRenderError(f"monkey-net --output must be residual or decoded, got {cfg.output!r}")
         self.residual = cfg.output == "residual"
+        if cfg.gate not in ("heat", "none"):
+            raise NeuralRenderError(f"monkey-net --gate must be heat or none, got {cfg.gate!r}")
+        self.gate = cfg.gate == "heat" and self.residual
         if self.residual:  # the untrained generator returns the warped source; the decoder learns a correction
             nn.init.zeros_(self.final.weight)
             nn.init.zeros_(self.final.bias)
@@ -104,10 +113,14 @@ class MotionTransferGenerator(nn.Module):
         heat = self.heat(kp_driving, kp_source, *source.shape[-2:])
         deformed = deform(source, grid)
         logits = self.final(torch.cat([h, heat, deformed], 1))
+        out = {"deformation": grid, "mask": m["mask"], "deformed": deformed}
+        if self.gate:  # the correction acts only where keypoints moved (where they came from and went to)
+            out["gate"] = 1 - (1 - heat.abs()).prod(1, keepdim=True)
+            logits = logits * out["gate"]
         if self.residual:
             logits = logits + torch.logit(deformed.clamp(0.01, 0.99))
-        pred = torch.sigmoid(logits)
-        return {"prediction": pred, "deformation": grid, "mask": m["mask"], "deformed": deformed}
+        out["prediction"] = torch.sigmoid(logits)
+        return out
 
 
 @register("monkey-net")
@@ -126,7 +139,12 @@ class MonkeyNet(KeypointAnimationMethod):
         return self.generator(source, kp_driving, kp_source)
 
     def loss(self, phase, batch, step):
-        return self.equivariant_reconstruction_loss(batch, self.kp_detector, "kp_driving")
+        loss, logs, out = self.equivariant_reconstruction_loss(batch, self.kp_detector, "kp_driving", return_out=True)
+        if self.cfg.w_rec_deformed > 0:
+            rec_d = pyramid_l1(out["deformed"], batch["driving"])
+            loss = loss + self.cfg.w_rec_deformed * rec_d
+            logs["rec_deformed"] = rec_d.item()
+        return loss, logs
 
     def render_extras(self, out, batch):
         return {**super().render_extras(out, batch), "deformed": out["deformed"]}
