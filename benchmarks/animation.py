@@ -4,6 +4,7 @@
     python benchmarks/animation.py eval RUN_DIR [RUN_DIR ...] [--step N]     # L1 / AKD / MKR / AED table (+ co-part)
     python benchmarks/animation.py compare --dataset weizmann --steps 1000 --variants x2face monkey-net fomm
     python benchmarks/animation.py figures --root runs/animation_compare/weizmann    # docs images
+    python benchmarks/animation.py jacobians RUN_DIR    # fomm: learned Jacobians vs J = I at test time, per clip
 
 speed: each (method, size) row runs in its own subprocess (default model configs, batch 4 at 64^2 and 2 at 256^2,
 kp/seg scale 0.25 at 256^2 as in the paper) so that the peak-memory column (max RSS growth on CPU,
@@ -357,6 +358,32 @@ def cmd_compare(args) -> None:
         print(f"note: {n}")
 
 
+@torch.no_grad()
+def cmd_jacobians(args) -> None:
+    """A trained fomm run's reconstruction (source = first frame, absolute motion) of every clip, held-out and
+    training, with its learned Jacobians and with J = I (zeroth-order motion, the same weights): do the
+    Jacobians help where they were learned, and where they were not? Also |J_s J_d^-1 - I| (max entry)."""
+    from neuralrender.train.trainer import load_run
+
+    model, bundle, _, meta = load_run(args.run, device="cpu")
+    if meta["method"] != "fomm" or not model.cfg.use_jacobian:
+        raise SystemExit(f"{args.run} is not a fomm run with Jacobians")
+    info = bundle.info
+    print("| clip | split | L1 learned J | L1 J = I | copy-source | median / max abs(J_s J_d^-1 - I) |")
+    print("|---|---|---|---|---|---|")
+    for v, vid in enumerate(bundle.val.videos):
+        g = vid.float().div(255)
+        src = g[:1].expand_as(g)
+        ks, kd = model.keypoints(src), model.keypoints(g)
+        eye = {k: {**x, "jacobian": torch.eye(2).expand_as(x["jacobian"])} for k, x in (("s", ks), ("d", kd))}
+        l1 = (model.generate(src, kd, ks)["prediction"] - g).abs().mean()
+        l1_eye = (model.generate(src, eye["d"], eye["s"])["prediction"] - g).abs().mean()
+        dev = (ks["jacobian"] @ torch.inverse(kd["jacobian"]) - torch.eye(2)).abs().amax((-2, -1))
+        print(f"| {Path(info['sources'][v]).stem.split('_')[0]} | {'test' if v in info['test_videos'] else 'train'} | "
+              f"{float(l1):.4f} | {float(l1_eye):.4f} | {float((src - g).abs().mean()):.4f} | "
+              f"{float(dev.median()):.2f} / {float(dev.max()):.2f} |")
+
+
 # --- figures for docs/methods/animation.md ------------------------------------------------------------
 
 @torch.no_grad()
@@ -455,9 +482,12 @@ def main() -> None:
     fg.add_argument("--frames", type=int, default=48)
     fg.add_argument("--gif-stride", type=int, default=2)
     fg.add_argument("--scale", type=int, default=2)
+    jb = sub.add_parser("jacobians", help="fomm run: learned Jacobians vs J = I at test time, on every clip")
+    jb.add_argument("run")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    {"speed": cmd_speed, "eval": cmd_eval, "compare": cmd_compare, "figures": cmd_figures}[args.cmd](args)
+    {"speed": cmd_speed, "eval": cmd_eval, "compare": cmd_compare, "figures": cmd_figures,
+     "jacobians": cmd_jacobians}[args.cmd](args)
 
 
 if __name__ == "__main__":
