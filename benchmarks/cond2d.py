@@ -141,12 +141,7 @@ def edit_check(models: dict, bundle, a, out: Path) -> dict:
     """Mask IoU of the edited object in each model's output on the held-out camera path (scene task)."""
     import dataclasses
 
-    from neuralrender.data.conditions import (
-        edit_scene_spec,
-        label_condition,
-        random_layout_renders,
-        render_scene_labels,
-    )
+    from neuralrender.data.conditions import edit_scene_spec, random_layout_renders, scene_condition
     from neuralrender.data.scenes import load_scene
     from neuralrender.io.images import save_grid
     from neuralrender.methods._cond2d import cond_to_rgb, fit_segmenter, mask_iou
@@ -166,11 +161,11 @@ def edit_check(models: dict, bundle, a, out: Path) -> dict:
     cams = info["cameras"][n - n_test:]
     for edit, obj, by in EDITS:
         new_spec, label = edit_scene_spec(spec, edit, obj, by)
-        r = render_scene_labels(new_spec, cams)
-        cond = label_condition(r.labels, k, source=f"{new_spec.source} ({edit} {obj})")[None]
+        cond, r = scene_condition(new_spec, cams, k, f"{new_spec.source} ({edit} {obj})", info["gbuffer"])
+        cond = cond[None]
         row = {"object": obj, "label": label, "by": list(by),
                "real": mask_iou(segment(r.images), r.labels, label)}
-        panels = [cond_to_rgb(cond[0], "scene")]
+        panels = [cond_to_rgb(cond[0], a.task)]
         for name, model in models.items():
             video = model.generate_clip(cond, r.labels[None])[0]
             row[name] = mask_iou(segment(video), r.labels, label)
@@ -242,9 +237,9 @@ def compare(a) -> None:
     table = {"task": a.task, "size": a.size, "steps": a.steps, "batch": a.batch, "lr": a.lr, "methods": results}
     with torch.no_grad():
         side_by_side_all(models, tr.data.val, a.task, out)
-    if a.task == "scene":
+    if a.task in ("scene", "scene-gbuffer"):
         table["psnr_label_colour"] = label_colour_psnr(_sequences(a.task, a.size, a.frames)[0])
-    if a.task == "scene" and not a.no_edit:
+    if a.task in ("scene", "scene-gbuffer") and not a.no_edit:
         with torch.no_grad():
             table["edit"] = edit_check(models, _sequences(a.task, a.size, a.frames), a, out)
     (out / "results.json").write_text(json.dumps(table, indent=1))
@@ -283,7 +278,7 @@ def main() -> None:
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     cp = ap.add_argument_group("compare")
-    cp.add_argument("--task", choices=["scene", "face", "body"], default="scene")
+    cp.add_argument("--task", choices=["scene", "face", "body", "scene-gbuffer"], default="scene")
     cp.add_argument("--steps", type=int, default=1000)
     cp.add_argument("--batch", type=int, default=4, help="images (pix2pix, pix2pixhd) or clips (vid2vid) per step")
     cp.add_argument("--size", type=int, default=64)

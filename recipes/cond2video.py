@@ -30,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralrender.data.conditions import (  # noqa: E402
     edit_scene_spec,
-    label_condition,
     random_layout_renders,
-    render_scene_labels,
     scene_camera_path,
+    scene_condition,
 )
 from neuralrender.data.scenes import load_scene  # noqa: E402
 from neuralrender.errors import NeuralRenderError, script_main  # noqa: E402
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
         video = model.generate_clip(cond, inst)
         panels = [cond, video, real]
     else:
-        if cfg.task != "scene":
+        if cfg.task not in ("scene", "scene-gbuffer"):
             raise NeuralRenderError(f"{a.run}: 3D edits need a labels -> scene run (this one is '{cfg.task}')")
         spec = load_scene("default")
         spec = dataclasses.replace(spec, shadows=False)
@@ -85,8 +84,9 @@ def main(argv=None) -> int:
         segment = fit_segmenter(torch.cat([seq.target[:n_train], extra_img]),
                                 torch.cat([seq.instances[:n_train], extra_lab]), k, steps=a.seg_steps)
         new_spec, label = edit_scene_spec(spec, a.edit, a.object, a.by)
-        r = render_scene_labels(new_spec, cams)
-        cond = label_condition(r.labels, k, source=f"{new_spec.source} ({a.edit} {a.object})")[None]
+        cond, r = scene_condition(new_spec, cams, k, f"{new_spec.source} ({a.edit} {a.object})",
+                                  cfg.task == "scene-gbuffer")
+        cond = cond[None]
         video = model.generate_clip(cond, r.labels[None])
         iou = mask_iou(segment(video[0]), r.labels, label)
         ceiling = mask_iou(segment(r.images), r.labels, label)

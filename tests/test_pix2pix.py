@@ -134,3 +134,30 @@ def test_segmenter_and_mask_iou():
     seg = fit_segmenter(images[:12], labels[:12], 2, steps=60)
     assert mask_iou(seg(images[12:]), labels[12:], 1) > 0.9
     assert mask_iou(labels, labels, 1) == 1.0 and mask_iou(labels, 1 - labels, 1) == 0.0
+
+
+def test_scene_gbuffer_condition_appends_normals_and_inverse_depth():
+    """'scene-gbuffer' = the labels condition + world normals (unit, 0 on background) + inverse depth (1/z)."""
+    from neuralrender.data.conditions import GBUFFER_EXTRA, build_task
+    from neuralrender.methods._cond2d import cond_to_rgb
+
+    (lab,), info = build_task("scene", size=24, frames=3)
+    (gb,), ginfo = build_task("scene-gbuffer", size=24, frames=3)
+    assert not info["gbuffer"] and ginfo["gbuffer"]
+    k = info["num_classes"]
+    assert gb.cond.shape[1] == lab.cond.shape[1] + GBUFFER_EXTRA == k + 1 + GBUFFER_EXTRA
+    assert torch.equal(gb.cond[:, :k + 1], lab.cond) and torch.equal(gb.target, lab.target)
+    fg = gb.instances[:, 0] > 0
+    normals, inv_depth = gb.cond[:, k + 1:k + 4], gb.cond[:, -1]
+    assert torch.allclose(normals.norm(dim=1)[fg], torch.ones(()), atol=1e-3)
+    assert bool((inv_depth[fg] > 0).all()) and float(normals.abs().amax(1)[~fg].max()) == 0
+    assert torch.equal(cond_to_rgb(gb.cond, "scene-gbuffer"), cond_to_rgb(lab.cond, "scene"))
+
+
+def test_pix2pixhd_pixel_coords():
+    """The coordinate channels pix2pixhd appends to its generator input (`coords`): x along W, y along H."""
+    from neuralrender.methods.pix2pixhd import pixel_coords
+
+    c = pixel_coords(torch.zeros(2, 5, 3, 4))
+    assert c.shape == (2, 2, 3, 4)
+    assert torch.equal(c[0, 0, 1], torch.linspace(-1, 1, 4)) and torch.equal(c[1, 1, :, 2], torch.linspace(-1, 1, 3))

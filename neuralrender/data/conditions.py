@@ -6,6 +6,8 @@ frames with its validity mask, an instance map) and `CondVideoDataset` cuts clip
   default scene's labelled objects on a ground plane, lit with view-dependent Blinn-Phong); condition = the
   semantic G-buffer as one-hot labels + the label boundary map; flow = exact (`graphics.flow.rigid_flow`
   from the rendered depth and the known cameras, occlusion-masked).
+- G-buffer -> scene (task 'scene-gbuffer', `scene_label_sequences(gbuffer=True)`): the same sequence with the
+  rasterizer's geometry appended to the condition: world normals (3) and inverse depth (1/z, 0 on background).
 - edges -> face (`face_edge_sequences`): the talking-head clip in shared videos/face_talking; condition =
   the dlib68 landmarks drawn as polylines + Canny edges of the background (outside the face hull);
   flow = OpenCV DIS optical flow with a forward-backward occlusion check.
@@ -29,10 +31,11 @@ from neuralrender.errors import DataError, NeuralRenderError
 from neuralrender.graphics.skeleton import POSE33_EDGES
 
 __all__ = ["CondSequence", "CondVideoDataset", "TASKS", "build_task", "label_condition", "scene_camera_path",
-           "scene_label_sequences", "render_scene_labels", "edit_scene_spec", "random_layout_renders",
+           "scene_label_sequences", "render_scene_labels", "scene_condition", "GBUFFER_EXTRA", "edit_scene_spec", "random_layout_renders",
            "face_edge_sequences", "body_pose_sequences", "DLIB68_POLYLINES", "POSE33_EDGES"]
 
-TASKS = ("scene", "face", "body")
+TASKS = ("scene", "face", "body", "scene-gbuffer")
+GBUFFER_EXTRA = 4  # channels 'scene-gbuffer' appends to the label condition: world normals (3), inverse depth
 
 
 @dataclass
@@ -195,11 +198,32 @@ def render_scene_labels(spec, cameras, batch: int = 16):
     return render_scene(spec, scene_mesh(spec), cameras, batch=batch)
 
 
-def scene_label_sequences(scene: str = "default", size: int = 64, frames: int = 100, num_classes: int | None = None,
-                          shadows: bool = False) -> tuple[list[CondSequence], dict]:
-    """Task 1: one camera-path sequence through a scene -> ([CondSequence], info).
+def scene_condition(spec, cameras, num_classes: int, source: str, gbuffer: bool = False):
+    """Render a scene spec from cameras -> (condition [N,C,H,W], SceneRender): one-hot labels + boundary map
+    (label_condition), and with gbuffer=True also the rasterizer's world normals (3 channels in [-1,1]) and
+    inverse depth (1/z; both 0 on background) from graphics.gbuffer.render_gbuffer: C = num_classes + 1 (+ 4)."""
+    r = render_scene_labels(spec, cameras)
+    cond = label_condition(r.labels, num_classes, source=source)
+    if not gbuffer:
+        return cond, r
+    from neuralrender.data.scenes import scene_mesh
+    from neuralrender.graphics.gbuffer import render_gbuffer
 
-    info: num_classes (max label + 1 unless given), scene spec, cameras (for re-rendering edits).
+    mesh = scene_mesh(dataclasses.replace(spec, width=cameras.width, height=cameras.height)).mesh
+    geo = []
+    for s in range(0, cameras.batch_size, 16):
+        g = render_gbuffer(cameras[s:s + 16], mesh, channels=("mask", "depth", "normals"), two_sided=True)
+        m = g["mask"]
+        geo.append(torch.cat([g["normals"] * m, m / g["depth"].clamp_min(1e-3) * m], 1))
+    return torch.cat([cond, torch.cat(geo)], 1), r
+
+
+def scene_label_sequences(scene: str = "default", size: int = 64, frames: int = 100, num_classes: int | None = None,
+                          shadows: bool = False, gbuffer: bool = False) -> tuple[list[CondSequence], dict]:
+    """Task 1: one camera-path sequence through a scene -> ([CondSequence], info). gbuffer: append normals and
+    inverse depth to the condition (scene_condition; the 'scene-gbuffer' task).
+
+    info: num_classes (max label + 1 unless given), scene spec, cameras (for re-rendering edits), gbuffer.
     """
     from neuralrender.data.scenes import load_scene
     from neuralrender.graphics.flow import rigid_flow
@@ -207,16 +231,15 @@ def scene_label_sequences(scene: str = "default", size: int = 64, frames: int = 
     spec = load_scene(scene)
     spec = dataclasses.replace(spec, shadows=shadows and spec.shadows)
     cams = scene_camera_path(spec, frames, width=size, height=size)
-    r = render_scene_labels(spec, cams)
     k = num_classes or max(o.label for o in spec.objects) + 1
-    cond = label_condition(r.labels, k, source=spec.source)
+    cond, r = scene_condition(spec, cams, k, spec.source, gbuffer)
     depth = r.depth[:, 0]
     flow = torch.zeros(frames, 2, size, size)
     mask = torch.zeros(frames, 1, size, size)
     if frames > 1:
         flow[1:], mask[1:] = rigid_flow(depth[1:], cams[1:], cams[:-1], source_depth=depth[:-1])
     seq = CondSequence(f"{spec.source} (camera path, {frames} frames)", cond, r.images, flow, mask, r.labels.long())
-    return [seq], {"num_classes": k, "spec": spec, "cameras": cams}
+    return [seq], {"num_classes": k, "spec": spec, "cameras": cams, "gbuffer": gbuffer}
 
 
 def edit_scene_spec(spec, edit: str, obj: str, by) -> tuple[object, int]:
@@ -358,9 +381,9 @@ def body_pose_sequences(size: int = 64, clips=BODY_CLIPS, folder=None) -> tuple[
 
 
 def build_task(task: str, size: int = 64, frames: int | None = None) -> tuple[list[CondSequence], dict]:
-    """'scene' | 'face' | 'body' -> (sequences, info). frames: cap on frames (scene: path length)."""
-    if task == "scene":
-        return scene_label_sequences(size=size, frames=frames or 100)
+    """'scene' | 'face' | 'body' | 'scene-gbuffer' -> (sequences, info). frames: cap on frames (scene: path length)."""
+    if task in ("scene", "scene-gbuffer"):
+        return scene_label_sequences(size=size, frames=frames or 100, gbuffer=task == "scene-gbuffer")
     if task == "face":
         return face_edge_sequences(size=size, max_frames=frames)
     if task == "body":

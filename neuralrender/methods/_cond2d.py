@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from neuralrender.data.conditions import CondVideoDataset, build_task
+from neuralrender.data.conditions import GBUFFER_EXTRA, CondVideoDataset, build_task
 from neuralrender.graphics.draw import colorize_labels
 from neuralrender.graphics.flow import warping_error
 from neuralrender.methods.base import DataBundle
@@ -22,8 +22,9 @@ from neuralrender.metrics import psnr, ssim
 
 @dataclass
 class CondTaskConfig:
-    task: Literal["scene", "face", "body"] = field(default="scene", metadata={
-        "help": "labels->scene (default scene's semantic G-buffer), edges->face (talking head), pose->body (Weizmann)"})
+    task: Literal["scene", "face", "body", "scene-gbuffer"] = field(default="scene", metadata={
+        "help": "labels->scene (default scene's label map + boundaries), edges->face (talking head), pose->body "
+                "(Weizmann), scene-gbuffer (the scene's labels + world normals + inverse depth)"})
     size: int = field(default=64, metadata={"help": "image size (square)"})
     frames: int = field(default=0, metadata={"help": "frames per sequence (0 = task default: all; scene path: 100)"})
     eval_clip: int = field(default=8, metadata={"help": "frames per held-out evaluation clip (non-overlapping)"})
@@ -49,7 +50,8 @@ def build_cond_data(cfg, train_clip: int) -> DataBundle:
 
 def cond_to_rgb(cond: torch.Tensor, task: str) -> torch.Tensor:
     """A viewable picture of conditions [B,C,H,W] -> [B,3,H,W]."""
-    if task == "scene":  # one-hot labels + boundary map
+    if task in ("scene", "scene-gbuffer"):  # one-hot labels + boundary map (+ normals, inverse depth: not drawn)
+        cond = cond[:, :-GBUFFER_EXTRA] if task == "scene-gbuffer" else cond
         lab = cond[:, :-1].argmax(1, keepdim=True)
         rgb = colorize_labels(lab, cond.shape[1] - 1)
         return rgb * (1 - cond[:, -1:])  # boundaries in black

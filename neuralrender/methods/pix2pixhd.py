@@ -6,7 +6,9 @@ Coarse-to-fine training as in the paper is a flag: for the first `global_steps` 
 half resolution; then G1 and G2 together at full resolution. The default is 0 (joint from the start): at our
 CPU budgets the G1-only steps cost the full-resolution model steps (docs/methods/pix2pixhd.md). G1's depth is
 scaled to our resolution (`n_down_global` 2: an 8x8 bottleneck at 64², where the paper's 4 at 1024x512 leaves
-64x32; 3 at 64² left 4x4 and blocky outputs). The VGG perceptual term is used only when VGG16 weights are on
+64x32; 3 at 64² left 4x4 and blocky outputs). Its upsamplings are resize convolutions (`up` 'bilinear': x2
+bilinear + 3x3 conv) instead of the paper's 3x3 stride-2 transposed convs, whose uneven overlap left an 8-pixel
+grid in the outputs ('transpose' keeps the paper's). The VGG perceptual term is used only when VGG16 weights are on
 disk (neuralrender.losses.reconstruction); otherwise the run says it is off and an L1 term (`lambda_l1`) stands
 in for it.
 """
@@ -14,6 +16,7 @@ in for it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +44,11 @@ class Pix2PixHDConfig(CondTaskConfig):
         "help": "stride-2 convs of the global generator (2: an 8x8 bottleneck at 64^2; the paper's 4 at 1024x512 leaves 64x32)"})
     n_blocks_global: int = field(default=4, metadata={"help": "residual blocks of the global generator"})
     n_blocks_local: int = field(default=3, metadata={"help": "residual blocks of the local enhancer (paper: 3)"})
+    up: Literal["transpose", "bilinear", "nearest"] = field(default="bilinear", metadata={
+        "help": "generator upsampling: a resize conv (bilinear/nearest x2 + 3x3 conv; default) or 'transpose' (the "
+                "paper's 3x3 stride-2 transposed convs, which leave a checkerboard/grid pattern)"})
+    coords: bool = field(default=True, metadata={
+        "help": "append x, y pixel coordinates in [-1,1] to the generator input (CoordConv; not in the paper)"})
     global_steps: int = field(default=0, metadata={
         "help": "steps training only G1 at half resolution first (the paper's coarse-to-fine schedule; 0 = joint from the start)"})
     num_d: int = field(default=2, metadata={"help": "discriminator scales"})
@@ -52,6 +60,14 @@ class Pix2PixHDConfig(CondTaskConfig):
     lambda_vgg: float = field(default=10.0, metadata={"help": "VGG perceptual weight (only with weights on disk)"})
     lambda_l1: float = field(default=100.0, metadata={"help": "L1 weight (stands in for VGG when it is off)"})
     vgg_weights: str = field(default="", metadata={"help": "VGG16 weights file ('' = the default location)"})
+
+
+def pixel_coords(x: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] -> [B,2,H,W]: each pixel's x and y, -1 .. 1 across the image."""
+    B, _, H, W = x.shape
+    ys = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), 0).expand(B, 2, H, W)
 
 
 @register("pix2pixhd")
@@ -69,8 +85,8 @@ class Pix2PixHD(Method):
     def __init__(self, cfg: Pix2PixHDConfig, info):
         super().__init__(cfg, info)
         c, fc = info["cond_channels"], cfg.feat_channels
-        self.generator = LocalEnhancer(c + fc, 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
-                                       cfg.n_blocks_local)
+        self.generator = LocalEnhancer(c + fc + (2 if cfg.coords else 0), 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
+                                       cfg.n_blocks_local, up=cfg.up)
         self.discriminator = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.encoder = InstanceFeatureEncoder(3, fc) if fc > 0 else None
         self.bank = FeatureBank(max(1, info.get("num_classes", 1)), fc) if fc > 0 else None
@@ -107,6 +123,8 @@ class Pix2PixHD(Method):
     def forward(self, cond: torch.Tensor, feat: torch.Tensor | None = None, coarse: bool = False) -> torch.Tensor:
         """cond [B,C,H,W] (+ instance features [B,F,H,W]) -> image [B,3,H,W] (coarse: G1 only, [B,3,H/2,W/2])."""
         x = cond if feat is None else torch.cat([cond, feat], 1)
+        if self.cfg.coords:
+            x = torch.cat([x, pixel_coords(x)], 1)
         return self.generator.global_only(x) if coarse else self.generator(x)
 
     def _coarse(self, step: int) -> bool:
@@ -132,8 +150,7 @@ class Pix2PixHD(Method):
         with torch.no_grad():
             d_real = self.discriminator(torch.cat([cond, real], 1))
         adv = generator_loss(d_fake, self.cfg.gan_mode)
-        # the paper weights each of the n_layers + 1 feature maps by 4 / (n_layers + 1) and sums them: 4 x the mean
-        fm = feature_matching_loss(d_real, d_fake, 4 * self.cfg.lambda_feat)
+        fm = feature_matching_loss(d_real, d_fake, self.cfg.lambda_feat, layers="pix2pixhd")  # the paper's weights
         l1 = F.l1_loss(fake, real)
         total = self.cfg.lambda_gan * adv + fm + self.cfg.lambda_l1 * l1
         logs = {"g_adv": adv.item(), "feat_match": fm.item(), "l1": l1.item()}
