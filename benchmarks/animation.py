@@ -11,7 +11,8 @@ kp/seg scale 0.25 at 256^2 as in the paper) so that the peak-memory column (max 
 torch.cuda.max_memory_allocated on CUDA) belongs to that row alone.
 eval: the papers' video-reconstruction protocol on each run's held-out videos (source = first frame, driving =
 every frame, absolute motion): L1 of the method, of copy-source and of the same model driven by the source
-(no motion); AKD/MKR with mediapipe Pose (bodies) or dlib (faces) and AED (faces) when the optional 'faces'
+(no motion), and the method's and copy-source's L1 on the pixels that change / do not change (l1_moving_px,
+l1_still_px: mean over channels of |frame - first frame| above / below 0.08); AKD/MKR with mediapipe Pose (bodies) or dlib (faces) and AED (faces) when the optional 'faces'
 extra is installed, otherwise the reason is printed; for copart (and, for comparison, keypoint methods) on
 clips with mediapipe reference poses beside them: landmark regression error from part centres / keypoints
 (fit on train videos, measured on test videos, pixels) and foreground IoU of copart's parts vs a motion mask.
@@ -191,6 +192,14 @@ def eval_run(run_dir: str, step: int | None, device: str, ref_cache: dict | None
     res["l1_copy_source"] = sum(float((g[:1] - g).abs().mean(dim=(1, 2, 3)).sum()) for g in gts) / n
     res["l1_no_motion"] = sum(float((s - g).abs().mean(dim=(1, 2, 3)).sum()) for s, g in zip(stills, gts)) / n
     res["frames"] = n
+    # where the error is: pixels that change (mean over channels of |frame - first frame| > 0.08) or do not
+    moving = [(g - g[:1]).abs().mean(1, keepdim=True) > 0.08 for g in gts]
+    n_mov = sum(float(m.sum()) for m in moving)
+    n_still = sum(float((~m).sum()) for m in moving)
+    for tag, preds_ in (("", preds), ("_copy_source", [g[:1].expand_as(g) for g in gts])):
+        err = [(p - g).abs().mean(1, keepdim=True) for p, g in zip(preds_, gts)]
+        res["l1_moving_px" + tag] = sum(float(e[m].sum()) for e, m in zip(err, moving)) / max(n_mov, 1)
+        res["l1_still_px" + tag] = sum(float(e[~m].sum()) for e, m in zip(err, moving)) / max(n_still, 1)
     if ok:
         key = (tuple(info["sources"]), tuple(map(tuple, info["test_segments"])), info["size"])
         cache = ref_cache if ref_cache is not None else {}
@@ -297,6 +306,7 @@ VARIANTS = {  # name -> (registered method, extra `neuralrender train` flags)
     "x2face": ("x2face", []),
     "monkey-net": ("monkey-net", []),
     "monkey-net-paper-output": ("monkey-net", ["--output", "decoded"]),
+    "monkey-net-no-gate": ("monkey-net", ["--gate", "none"]),
     "fomm": ("fomm", []),
     "fomm-no-jacobian": ("fomm", ["--use-jacobian", "false"]),
     "fomm-no-occlusion": ("fomm", ["--use-occlusion", "false"]),
