@@ -153,6 +153,7 @@ def test_learns_motion_on_moving_discs(name, tmp_path):
     data = moving_disc_videos(tmp_path / "discs")
     s = trainer(name, tmp_path / "learn", 300, data=str(data), **LEARN, **LEARN_MODEL[name]).run()
     ev = s["eval"]
+    print(name, {k: round(v, 4) for k, v in ev.items()})
     assert ev["l1"] < 0.8 * ev["l1_copy_source"], ev
     assert ev["l1"] < ev["l1_no_motion"], ev
 
