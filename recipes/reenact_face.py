@@ -96,6 +96,7 @@ def run(a) -> int:
         conditioning_maps,
         eye_offsets_from_track,
         face2face_composite,
+        repeated_frames,
         stack_window,
         transfer_params,
     )
@@ -146,7 +147,8 @@ def run(a) -> int:
                                             eyes[s:s + 32], mouth=mouth, mouth_offsets=lips[s:s + 32],
                                             mouth_fill=fill)
                           for s in range(0, T, 32)])
-        cond = stack_window(maps, model.cfg.window)
+        cond = stack_window(maps, model.cfg.window,
+                            repeated_frames(src_frames[:T]) if model.cfg.distinct_window else None)
         video = model.generate(cond)
     src_small = F.interpolate(src_frames, size=(size, size), mode="area")
     side = torch.cat([src_small, cond_to_rgb(cond), video], -1)

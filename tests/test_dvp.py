@@ -133,15 +133,18 @@ def test_conditioning_and_transfer(shared_data):
 def test_window_pairs_and_temporal_loss_are_aligned():
     """No off-by-one between the window, the target and the previous frame: a 'renderer' that copies its window's
     current correspondence channels reproduces the video with zero flicker, one that copies the window's previous
-    frame does not; --temporal pairs each trained frame with its own predecessor under one augmentation."""
+    frame does not; --temporal pairs each trained frame with its own predecessor under one augmentation;
+    --distinct-window: repeated video frames are detected and do not advance the window."""
     from torch.utils.data import default_collate
 
+    from neuralrender.faces.conditioning import repeated_frames, stack_window
     from neuralrender.methods.dvp import DeepVideoPortraits, DVPConfig, PortraitFrames, flicker
 
     T, S = 7, 16
     g = torch.Generator().manual_seed(0)
     maps = torch.rand(T, 5, S, S, generator=g)
-    d = {"maps": maps, "images": maps[:, :3].clone(), "mask": torch.ones(T, 1, S, S)}
+    d = {"maps": maps, "images": maps[:, :3].clone(), "mask": torch.ones(T, 1, S, S),
+         "repeats": torch.zeros(T, dtype=torch.bool)}
     ds = PortraitFrames(d, 3, list(range(T)))
     b = default_collate([ds[t] for t in range(1, T)])
     assert torch.equal(ds[4]["cond"][-5:], maps[4]) and torch.equal(ds[4]["cond"][:5], maps[2])
@@ -163,6 +166,14 @@ def test_window_pairs_and_temporal_loss_are_aligned():
     c, _, _ = DeepVideoPortraits(DVPConfig(past_dropout=1.0, shift=0.0, rotate=0.0, zoom=0.0, **small),
                                  info).training_pair(b)  # past frames dropped: the current one repeated
     assert c.shape[0] == 6 and torch.equal(c, b["cond"][:, -5:].repeat(1, 3, 1, 1))
+    frames = torch.rand(8, 3, 4, 4, generator=g)  # pictures A A B B C D D D: repeated frames are found ...
+    frames = frames[torch.tensor([0, 0, 2, 2, 4, 5, 5, 5])] + 1e-4 * torch.rand(8, 3, 4, 4, generator=g)
+    rep = repeated_frames(frames)
+    assert rep.tolist() == [False, True, False, True, False, False, True, True]
+    idx = torch.arange(8.0).view(8, 1, 1, 1)  # ... and do not advance the window's past slots
+    assert stack_window(idx, 3, rep).flatten(1).tolist() == [[0, 0, 0], [1, 1, 1], [1, 1, 2], [1, 1, 3], [1, 3, 4],
+                                                             [3, 4, 5], [3, 4, 6], [3, 4, 7]]
+    assert torch.equal(stack_window(idx, 3), stack_window(idx, 3, torch.zeros(8, dtype=torch.bool)))
     m.loss("d", b, 1)  # the temporal term is logged and finite
     _, logs = m.loss("g", b, 1)
     assert 0 < logs["temporal"] < 1

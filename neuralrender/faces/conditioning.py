@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from neuralrender.faces.model import FaceModel, FaceParams, axis_angle_to_matrix
 from neuralrender.graphics.draw import gaussian_heatmaps
 
-__all__ = ["COND_CHANNELS", "EYE_IDS", "MOUTH_IDS", "conditioning_maps", "stack_window", "eye_offsets_from_track",
+__all__ = ["COND_CHANNELS", "EYE_IDS", "MOUTH_IDS", "conditioning_maps", "stack_window", "repeated_frames", "eye_offsets_from_track",
            "polygon_coverage", "transfer_params", "transfer_expression", "edit_params", "face2face_composite",
            "cond_to_rgb"]
 
@@ -96,11 +96,30 @@ def polygon_coverage(poly: torch.Tensor, height: int, width: int, ss: int = 4) -
     return F.avg_pool2d(inside.unsqueeze(1).to(poly.dtype), ss)
 
 
-def stack_window(maps: torch.Tensor, window: int) -> torch.Tensor:
-    """[T,C,H,W] -> [T,window*C,H,W]: for frame t the maps of t-window+1 ... t (clamped at frame 0), oldest first."""
+def stack_window(maps: torch.Tensor, window: int, repeats: torch.Tensor | None = None) -> torch.Tensor:
+    """[T,C,H,W] -> [T,window*C,H,W]: for frame t the maps of t-window+1 ... t (clamped at frame 0), oldest first.
+    With `repeats` [T] bool (frame t shows the same picture as t-1, `repeated_frames`): the past slots hold the last
+    frame of each of the window-1 preceding runs of distinct pictures, so a repeated frame's window is its
+    predecessor's up to the current slot."""
     T = maps.shape[0]
-    idx = (torch.arange(T).unsqueeze(1) + torch.arange(-window + 1, 1).unsqueeze(0)).clamp_min(0)  # [T,window]
+    t = torch.arange(T)
+    if repeats is None:
+        idx = (t.unsqueeze(1) + torch.arange(-window + 1, 1).unsqueeze(0)).clamp_min(0)  # [T,window]
+        return maps[idx].flatten(1, 2)
+    new = ~repeats.bool().cpu()
+    new[0] = True
+    run = torch.cumsum(new.long(), 0) - 1  # run of distinct pictures of each frame
+    last = torch.zeros(int(run[-1]) + 1, dtype=torch.long).scatter_reduce(0, run, t, "amax")
+    past = last[(run.unsqueeze(1) - torch.arange(window - 1, 0, -1).unsqueeze(0)).clamp_min(0)]  # [T,window-1]
+    idx = torch.cat([torch.minimum(past, t.unsqueeze(1)), t.unsqueeze(1)], 1)
     return maps[idx].flatten(1, 2)
+
+
+def repeated_frames(frames: torch.Tensor, threshold: float = 2e-3) -> torch.Tensor:
+    """Frames [T,3,H,W] in [0,1] -> [T] bool: frame t shows the same picture as frame t-1 (mean absolute difference
+    below `threshold`; frame-rate conversion duplicates frames and the decoder's noise is ~1e-4)."""
+    d = (frames[1:] - frames[:-1]).abs().flatten(1).mean(1)
+    return torch.cat([torch.zeros(1, dtype=torch.bool), d < threshold])
 
 
 def cond_to_rgb(cond: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ from neuralrender.faces.conditioning import (
     cond_to_rgb,
     conditioning_maps,
     eye_offsets_from_track,
+    repeated_frames,
     stack_window,
 )
 from neuralrender.losses.gan import discriminator_loss, generator_loss
@@ -79,6 +80,9 @@ class DVPConfig:
                                                            "truth's frame differences; > 0: a batch of B items is "
                                                            "trained as B/2 consecutive (t-1, t) pairs, the same "
                                                            "frames per step"})
+    distinct_window: bool = field(default=False, metadata={"help": "the window's past slots hold the last frames of "
+                                                                    "the preceding DISTINCT pictures: repeated "
+                                                                    "(duplicated) video frames do not advance it"})
     past_dropout: float = field(default=0.0, metadata={"help": "training: probability per pair that the window's "
                                                                "past frames are replaced by the current frame's maps"})
 
@@ -128,7 +132,7 @@ def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True,
     mask = F.max_pool2d(mask, 5, 1, 2)  # dilate by 2 px: include the face outline
     small = F.interpolate(imgs, size=(size, size), mode="area") if (H, W) != (size, size) else imgs
     feats = torch.cat([p.expression, p.rotation * 10.0, p.translation / 10.0], -1)
-    return {"maps": maps, "images": small, "mask": mask, "feats": feats}
+    return {"maps": maps, "images": small, "mask": mask, "feats": feats, "repeats": repeated_frames(imgs)}
 
 
 class PortraitFrames(Dataset):
@@ -136,8 +140,9 @@ class PortraitFrames(Dataset):
     frame's (cond_prev, image_prev, mask_prev; frame 0's own at frame 0); with `nn_index` (held-out split) also the
     nearest-neighbour baseline's images (nn, nn_prev)."""
 
-    def __init__(self, data: dict, window: int, indices: list[int], nn_index: torch.Tensor | None = None):
-        self.cond = stack_window(data["maps"], window)
+    def __init__(self, data: dict, window: int, indices: list[int], nn_index: torch.Tensor | None = None,
+                 distinct: bool = False):
+        self.cond = stack_window(data["maps"], window, data["repeats"] if distinct else None)
         self.images, self.mask, self.indices, self.nn = data["images"], data["mask"], list(indices), nn_index
 
     def __len__(self) -> int:
@@ -171,7 +176,8 @@ def build_portrait_data(cfg: DVPConfig, data: str | None) -> DataBundle:
     train_idx, val_idx = list(range(n_train)), list(range(n_train, T))
     nn = nearest_frames(d["feats"], train_idx)
     info = {"cond_channels": cfg.window * COND_CHANNELS, "mean_image": d["images"][:n_train].mean(0), "frames": T}
-    return DataBundle(PortraitFrames(d, cfg.window, train_idx), PortraitFrames(d, cfg.window, val_idx, nn), info)
+    w, dw = cfg.window, cfg.distinct_window
+    return DataBundle(PortraitFrames(d, w, train_idx, distinct=dw), PortraitFrames(d, w, val_idx, nn, dw), info)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -221,7 +227,7 @@ class DeepVideoPortraits(Method):
                       "ckpt_every": 250, "eval_batches": 0, "threads": 1}
     # what runs saved before these fields existed were trained and conditioned with
     legacy_config = {"mouth_fill": False, "shift": 0.0, "rotate": 0.0, "zoom": 0.0, "temporal": 0.0,
-                     "past_dropout": 0.0}
+                     "past_dropout": 0.0, "distinct_window": False}
 
     @classmethod
     def build_data(cls, cfg, data, seed):
