@@ -8,7 +8,9 @@ level and the warped source image to the last layer (the official code's first s
 Output (--output residual, our default, not the paper's): the last layer, zero-initialised, predicts a
 correction to the warped source in logit space, sigmoid(logit(warped source) + last layer), so the untrained
 generator is the warp; --output decoded is the paper's sigmoid(last layer), which after 500 Adam steps at
-lr 1e-3 cannot yet pass the source through (blurry, worse than copying the source).
+lr 1e-3 cannot yet pass the source through (blurry, worse than copying the source). --gate heat (default, ours)
+multiplies the correction by 1 - prod_k(1 - |G(kp_d)_k - G(kp_s)_k|), so the decoder changes pixels only near
+keypoints that moved (none when nothing moved); --gate none corrects everywhere.
 Trained on frame pairs with a multi-scale L1 reconstruction loss and keypoint equivariance. The paper adds a
 GAN and feature-matching loss; we train without them (same losses as our fomm, so the comparison isolates motion).
 """
