@@ -77,6 +77,7 @@ class Pix2PixHD(Method):
     phases = ("d", "g")
     train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 8, "steps": 2000, "eval_every": 500,
                       "ckpt_every": 500, "eval_batches": 0}
+    legacy_config = {"up": "transpose", "coords": False}  # runs saved before these fields existed
 
     @classmethod
     def build_data(cls, cfg, data, seed):
