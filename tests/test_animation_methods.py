@@ -148,7 +148,7 @@ LEARN_MODEL = {
 def test_learns_motion_on_moving_discs(name, tmp_path):
     """Learning: on held-out synthetic disc videos, 300 steps bring L1 at least 20% below copy-source and
     below the same model driven by the source (no-motion baseline). Measured L1 (copy-source 0.0474):
-    monkey-net 0.0356 (no-motion 0.0519; residual output, 2026-12-06; the decoded output had 0.0309), x2face
+    monkey-net 0.0298 (no-motion 0.0474; gated residual output, session 4; ungated 0.0356, decoded 0.0309), x2face
     0.0306 (0.0348), copart 0.0300 (0.0479); 40-155 s each."""
     data = moving_disc_videos(tmp_path / "discs")
     s = trainer(name, tmp_path / "learn", 300, data=str(data), **LEARN, **LEARN_MODEL[name]).run()
