@@ -85,6 +85,7 @@ class DeepVoxels(Method):
     phases = ("d", "g")
     train_defaults = {"lr": 4e-4, "batch_size": 1, "steps": 3000, "eval_every": 500, "ckpt_every": 250,
                       "eval_batches": 0}
+    legacy_config = {"bounds": "auto", "ray_box": False}  # runs saved before these fields existed
 
     @classmethod
     def build_data(cls, cfg: DeepVoxelsConfig, data: str | None, seed: int) -> DataBundle:
