@@ -34,3 +34,22 @@ def shared_data():
     if not d.is_dir():
         pytest.skip(f"shared data folder not found at {d} (set NR_SHARED_DATA)")
     return d
+
+
+@pytest.fixture
+def load_as_old_run():
+    """load(run_dir, *fields): the model of a run loaded after its config.yaml lost `fields` (each must be there),
+    i.e. as a run saved before those fields existed."""
+    from pathlib import Path
+
+    from neuralrender.train.trainer import load_run
+
+    def load(run_dir, *fields):
+        cfg_file = Path(run_dir) / "config.yaml"
+        lines = cfg_file.read_text().splitlines(True)
+        keys = [ln.strip().split(":", 1)[0] for ln in lines]
+        assert all(f in keys for f in fields), (fields, keys)
+        cfg_file.write_text("".join(ln for ln, k in zip(lines, keys) if k not in fields))
+        return load_run(run_dir, device="cpu")[0]
+
+    return load

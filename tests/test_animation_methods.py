@@ -222,12 +222,8 @@ def test_part_tracking_follows_moving_parts_and_flags_static_ones():
     assert part_tracking(seg, flipped, lms)["tracking_error_px"] > 1.0
 
 
-def test_monkey_net_run_saved_before_gate_loads_ungated(shared_data, tmp_path):
+def test_monkey_net_run_saved_before_gate_loads_ungated(shared_data, tmp_path, load_as_old_run):
     """A run whose config.yaml predates `gate` (and `output`) loads as it was trained: ungated, paper output."""
     trainer("monkey-net", tmp_path / "run", 1, gate="none", output="decoded").run()
-    cfg_file = tmp_path / "run" / "config.yaml"
-    lines = cfg_file.read_text().splitlines(True)
-    assert any(ln.strip().startswith("gate:") for ln in lines)
-    cfg_file.write_text("".join(ln for ln in lines if not ln.strip().startswith(("gate:", "output:"))))
-    model = load_run(tmp_path / "run", device="cpu")[0]
+    model = load_as_old_run(tmp_path / "run", "gate", "output")
     assert model.cfg.gate == "none" and model.cfg.output == "decoded"

@@ -216,12 +216,8 @@ def test_pix2pix_nearest_learns(scene48, tmp_path):
     assert ev["psnr"] > ev["psnr_mean_color"] + 3.0, ev
 
 
-def test_run_saved_before_scene_box_defaults_loads_as_trained(scene, tmp_path):
+def test_run_saved_before_scene_box_defaults_loads_as_trained(scene, tmp_path, load_as_old_run):
     """A run whose config.yaml predates `bounds` / `ray_box` loads with the old defaults (auto box, near..far)."""
     trainer(scene, tmp_path / "run", 1, ckpt_every=0, bounds="auto", ray_box=False).run()
-    cfg_file = tmp_path / "run" / "config.yaml"
-    lines = cfg_file.read_text().splitlines(True)
-    assert any(ln.strip().startswith("ray_box:") for ln in lines)
-    cfg_file.write_text("".join(ln for ln in lines if not ln.strip().startswith(("bounds:", "ray_box:"))))
-    model = load_run(tmp_path / "run", device="cpu")[0]
+    model = load_as_old_run(tmp_path / "run", "bounds", "ray_box")
     assert model.cfg.bounds == "auto" and model.cfg.ray_box is False

@@ -156,19 +156,15 @@ def test_scene_gbuffer_condition_appends_normals_and_inverse_depth():
 
 def test_pix2pixhd_pixel_coords():
     """The coordinate channels pix2pixhd appends to its generator input (`coords`): x along W, y along H."""
-    from neuralrender.methods.pix2pixhd import pixel_coords
+    from neuralrender.nn.generators import pixel_coords
 
     c = pixel_coords(torch.zeros(2, 5, 3, 4))
     assert c.shape == (2, 2, 3, 4)
     assert torch.equal(c[0, 0, 1], torch.linspace(-1, 1, 4)) and torch.equal(c[1, 1, :, 2], torch.linspace(-1, 1, 3))
 
 
-def test_pix2pixhd_run_saved_before_up_and_coords_loads_as_it_was_trained(tmp_path):
+def test_pix2pixhd_run_saved_before_up_and_coords_loads_as_it_was_trained(tmp_path, load_as_old_run):
     """A run whose config.yaml predates `up` / `coords` loads with the paper's transposed convs and no coordinates."""
     _trainer("pix2pixhd", tmp_path / "run", 1, up="transpose", coords=False, eval_batches=1).run()
-    cfg_file = tmp_path / "run" / "config.yaml"
-    lines = cfg_file.read_text().splitlines(True)
-    assert any(ln.strip().startswith("coords:") for ln in lines)
-    cfg_file.write_text("".join(ln for ln in lines if not ln.strip().startswith(("up:", "coords:"))))
-    model = load_run(tmp_path / "run", device="cpu")[0]
+    model = load_as_old_run(tmp_path / "run", "up", "coords")
     assert model.cfg.up == "transpose" and model.cfg.coords is False

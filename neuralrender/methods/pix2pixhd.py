@@ -33,7 +33,7 @@ from neuralrender.methods._cond2d import (
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import MultiScaleDiscriminator
 from neuralrender.nn.encoders import FeatureBank, InstanceFeatureEncoder
-from neuralrender.nn.generators import LocalEnhancer
+from neuralrender.nn.generators import LocalEnhancer, pixel_coords
 from neuralrender.registry import register
 
 
@@ -61,13 +61,6 @@ class Pix2PixHDConfig(CondTaskConfig):
     lambda_l1: float = field(default=100.0, metadata={"help": "L1 weight (stands in for VGG when it is off)"})
     vgg_weights: str = field(default="", metadata={"help": "VGG16 weights file ('' = the default location)"})
 
-
-def pixel_coords(x: torch.Tensor) -> torch.Tensor:
-    """[B,C,H,W] -> [B,2,H,W]: each pixel's x and y, -1 .. 1 across the image."""
-    B, _, H, W = x.shape
-    ys = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype)
-    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), 0).expand(B, 2, H, W)
 
 
 @register("pix2pixhd")

@@ -61,6 +61,14 @@ def _front(cin: int, width: int, n_down: int, norm: str, max_width: int) -> tupl
     return nn.Sequential(*layers), c
 
 
+def pixel_coords(x: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] -> [B,2,H,W]: each pixel's x and y, -1 .. 1 across the image."""
+    B, _, H, W = x.shape
+    ys = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), 0).expand(B, 2, H, W)
+
+
 UP_MODES = ("transpose", "bilinear", "nearest")
 
 
@@ -164,18 +172,19 @@ class SequentialGenerator(nn.Module):
     hallucinated image and the flow + occlusion mask. With prev=None (the first frames of a sequence) the
     previous-frame encoder sees zeros and the mask is forced to 1 (pure hallucination).
     flow_scale: the flow head's output is multiplied by it (pixels), so that small weights give useful flows.
+    up: the decoders' x2 upsamplings (see ResnetGenerator; default 'transpose').
     """
 
     def __init__(self, cond_channels: int, n_prev: int = 2, width: int = 32, n_down: int = 3, n_blocks: int = 6,
-                 norm: str = "instance", max_width: int = 512, flow_scale: float = 4.0):
+                 norm: str = "instance", max_width: int = 512, flow_scale: float = 4.0, up: str = "transpose"):
         super().__init__()
         self.n_prev, self.cond_channels, self.n_down, self.flow_scale = n_prev, cond_channels, n_down, flow_scale
         self.enc_cond, c = _front(cond_channels * (n_prev + 1), width, n_down, norm, max_width)
         self.enc_prev, _ = _front(3 * n_prev, width, n_down, norm, max_width)
         self.blocks = nn.Sequential(*[ResnetBlock(c, norm) for _ in range(n_blocks)])
-        self.dec_img, ci = _back(c, width, n_down, norm)
+        self.dec_img, ci = _back(c, width, n_down, norm, up)
         self.head_img = _head(ci, 3)
-        self.dec_flow, cf = _back(c, width, n_down, norm)
+        self.dec_flow, cf = _back(c, width, n_down, norm, up)
         self.head_flow = _head(cf, 3)
         nn.init.zeros_(self.head_flow[1].weight)  # start from zero flow and mask = 0.5
         nn.init.zeros_(self.head_flow[1].bias)
