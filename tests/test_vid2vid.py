@@ -78,3 +78,16 @@ def test_mask_starts_from_the_warped_previous_frame():
     _, logs = Vid2Vid(Vid2VidConfig(size=16, width=4, n_blocks=1, d_layers=1, d_width=4, lambda_temporal=0),
                       {"cond_channels": 3, "mean_image": torch.zeros(3, 16, 16)}).train().loss("g", batch, 10_000)
     assert "temporal" not in logs
+
+
+def test_resize_conv_and_coordinate_options(tmp_path):
+    """--up bilinear --coords true (pix2pixHD's defaults; off for vid2vid): one step trains, shapes hold, the
+    generator sees two extra channels per condition frame and no transposed convs."""
+    tr = _trainer(tmp_path / "run", 1, up="bilinear", coords=True)
+    lg = tr.train_step()
+    assert all(torch.isfinite(torch.tensor(v)) for v in lg.values())
+    gen = tr.model.generator
+    assert gen.cond_channels == tr.data.info["cond_channels"] + 2
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in gen.modules())
+    out = tr.model.generate(tr.data.val[0]["cond"][None])
+    assert out["image"].shape == (1, 4, 3, 32, 32)

@@ -20,6 +20,7 @@ steps up to `clip_len` (see `progressive_schedule`). Histories are detached (no 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ from neuralrender.methods._cond2d import (
 )
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import MultiScaleDiscriminator, VideoDiscriminator
-from neuralrender.nn.generators import SequentialGenerator
+from neuralrender.nn.generators import SequentialGenerator, pixel_coords
 from neuralrender.registry import register
 
 
@@ -45,6 +46,12 @@ class Vid2VidConfig(CondTaskConfig):
     width: int = field(default=32, metadata={"help": "generator channels of the first layer"})
     n_down: int = field(default=3, metadata={"help": "generator stride-2 convs"})
     n_blocks: int = field(default=4, metadata={"help": "generator residual blocks"})
+    up: Literal["transpose", "bilinear", "nearest"] = field(default="transpose", metadata={
+        "help": "generator upsampling: 'transpose' (transposed convs, the paper's; default) or a resize conv "
+                "(bilinear/nearest x2 + 3x3 conv, pix2pixhd's default; measured on the face: docs/methods/vid2vid.md)"})
+    coords: bool = field(default=False, metadata={
+        "help": "append x, y pixel coordinates in [-1,1] to every condition frame (CoordConv, as pix2pixhd; not in "
+                "the paper)"})
     num_d: int = field(default=2, metadata={"help": "scales of both discriminators"})
     d_width: int = field(default=32, metadata={"help": "discriminator channels of the first layer"})
     d_layers: int = field(default=3, metadata={"help": "stride-2 layers per discriminator"})
@@ -97,7 +104,8 @@ class Vid2Vid(Method):
     def __init__(self, cfg: Vid2VidConfig, info):
         super().__init__(cfg, info)
         c = info["cond_channels"]
-        self.generator = SequentialGenerator(c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks)
+        self.generator = SequentialGenerator(c + (2 if cfg.coords else 0), cfg.n_prev, cfg.width, cfg.n_down,
+                                             cfg.n_blocks, up=cfg.up)
         with torch.no_grad():  # the head's last conv is zero-initialised: flow 0, mask = sigmoid(mask_bias)
             self.generator.head_flow[1].bias[2] = cfg.mask_bias
         self.d_image = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
@@ -120,6 +128,9 @@ class Vid2Vid(Method):
         """cond [B,T,C,H,W] -> {image, hallucinated, warped [B,T,3,H,W], flow [B,T,2,H,W], mask [B,T,1,H,W]},
         frame by frame from no history."""
         T, L = cond.shape[1], self.cfg.n_prev
+        if self.cfg.coords:
+            xy = pixel_coords(cond[:, 0])
+            cond = torch.cat([cond, xy[:, None].expand(-1, T, -1, -1, -1)], 2)
         outs: list[dict] = []
         for t in range(T):
             if t == 0:
