@@ -190,32 +190,25 @@ def scene_camera_path(spec, frames: int = 100, elevation_deg=(18.0, 38.0), radiu
     return Cameras(K=K, R=R, t=t, width=width, height=height)
 
 
-def render_scene_labels(spec, cameras, batch: int = 16):
-    """Render a scene spec from cameras -> SceneRender (images, depth, labels, mask) via data.scenes."""
+def render_scene_labels(spec, cameras, batch: int = 16, normals: bool = False):
+    """Render a scene spec from cameras -> SceneRender (images, depth, labels, mask; normals when asked) via
+    data.scenes."""
     from neuralrender.data.scenes import render_scene, scene_mesh
 
     spec = dataclasses.replace(spec, width=cameras.width, height=cameras.height)
-    return render_scene(spec, scene_mesh(spec), cameras, batch=batch)
+    return render_scene(spec, scene_mesh(spec), cameras, batch=batch, normals=normals)
 
 
 def scene_condition(spec, cameras, num_classes: int, source: str, gbuffer: bool = False):
     """Render a scene spec from cameras -> (condition [N,C,H,W], SceneRender): one-hot labels + boundary map
-    (label_condition), and with gbuffer=True also the rasterizer's world normals (3 channels in [-1,1]) and
-    inverse depth (1/z; both 0 on background) from graphics.gbuffer.render_gbuffer: C = num_classes + 1 (+ 4)."""
-    r = render_scene_labels(spec, cameras)
+    (label_condition), and with gbuffer=True also the same rasterization's world normals (3 channels in [-1,1])
+    and inverse depth (1/z; both 0 on background): C = num_classes + 1 (+ 4)."""
+    r = render_scene_labels(spec, cameras, normals=gbuffer)
     cond = label_condition(r.labels, num_classes, source=source)
     if not gbuffer:
         return cond, r
-    from neuralrender.data.scenes import scene_mesh
-    from neuralrender.graphics.gbuffer import render_gbuffer
-
-    mesh = scene_mesh(dataclasses.replace(spec, width=cameras.width, height=cameras.height)).mesh
-    geo = []
-    for s in range(0, cameras.batch_size, 16):
-        g = render_gbuffer(cameras[s:s + 16], mesh, channels=("mask", "depth", "normals"), two_sided=True)
-        m = g["mask"]
-        geo.append(torch.cat([g["normals"] * m, m / g["depth"].clamp_min(1e-3) * m], 1))
-    return torch.cat([cond, torch.cat(geo)], 1), r
+    inv_depth = r.mask / r.depth.clamp_min(1e-3) * r.mask
+    return torch.cat([cond, r.normals, inv_depth], 1), r
 
 
 def scene_label_sequences(scene: str = "default", size: int = 64, frames: int = 100, num_classes: int | None = None,

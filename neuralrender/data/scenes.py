@@ -190,12 +190,13 @@ def scene_cameras(spec: SceneSpec) -> tuple[Cameras, list[str]]:
 @dataclass
 class SceneRender:
     """images [B,3,H,W] in [0,1], depth [B,1,H,W] (camera z, 0 = background), labels [B,1,H,W]
-    int64 (0 = background), mask [B,1,H,W] float."""
+    int64 (0 = background), mask [B,1,H,W] float; normals [B,3,H,W] (world, 0 = background) when asked for."""
 
     images: torch.Tensor
     depth: torch.Tensor
     labels: torch.Tensor
     mask: torch.Tensor
+    normals: torch.Tensor | None = None
 
 
 def _lights(spec: SceneSpec):
@@ -232,10 +233,11 @@ def _shadow_cameras(spec: SceneSpec, mesh: M.Mesh, res: int = 1024) -> list[Came
 
 
 def render_scene(spec: SceneSpec, smesh: SceneMesh, cameras: Cameras, batch: int = 8,
-                 progress=None, texture_filter: str = "bilinear") -> SceneRender:
+                 progress=None, texture_filter: str = "bilinear", normals: bool = False) -> SceneRender:
     """Render cameras [N] of the scene in batches through the graphics core: graphics.gbuffer's
     render_gbuffer (textures by material, two-sided normals) and shade (Blinn-Phong with the spec's
-    lights, per-object specular strength and shininess, shadow maps when enabled)."""
+    lights, per-object specular strength and shininess, shadow maps when enabled). normals: also return the
+    G-buffer's world normals (masked)."""
     from neuralrender.graphics.gbuffer import render_gbuffer, shade
     from neuralrender.graphics.shading import shadow_lookup, shadow_map
 
@@ -264,10 +266,12 @@ def render_scene(spec: SceneSpec, smesh: SceneMesh, cameras: Cameras, batch: int
         else:
             img = shade(g, cams, model="albedo", background=spec.background) * spec.ambient
         labels = g["labels"].clamp_min(0)
-        outs.append(SceneRender(img.clamp(0, 1), g["depth"] * g["mask"], labels, g["mask"]))
+        outs.append(SceneRender(img.clamp(0, 1), g["depth"] * g["mask"], labels, g["mask"],
+                                g["normals"] * g["mask"] if normals else None))
         if progress is not None:
             progress(min(s + batch, cameras.batch_size))
-    return SceneRender(*(torch.cat([getattr(o, f) for o in outs]) for f in ("images", "depth", "labels", "mask")))
+    fields = ("images", "depth", "labels", "mask") + (("normals",) if normals else ())
+    return SceneRender(*(torch.cat([getattr(o, f) for o in outs]) for f in fields))
 
 
 # ---------------------------------------------------------------------------------------------
