@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralrender import registry  # noqa: E402
+from neuralrender.data.conditions import SCENE_TASKS, TASKS  # noqa: E402
 from neuralrender.train.config import TrainConfig  # noqa: E402
 from neuralrender.train.trainer import make_optimizer  # noqa: E402
 
@@ -237,9 +238,9 @@ def compare(a) -> None:
     table = {"task": a.task, "size": a.size, "steps": a.steps, "batch": a.batch, "lr": a.lr, "methods": results}
     with torch.no_grad():
         side_by_side_all(models, tr.data.val, a.task, out)
-    if a.task in ("scene", "scene-gbuffer"):
+    if a.task in SCENE_TASKS:
         table["psnr_label_colour"] = label_colour_psnr(_sequences(a.task, a.size, a.frames)[0])
-    if a.task in ("scene", "scene-gbuffer") and not a.no_edit:
+    if a.task in SCENE_TASKS and not a.no_edit:
         with torch.no_grad():
             table["edit"] = edit_check(models, _sequences(a.task, a.size, a.frames), a, out)
     (out / "results.json").write_text(json.dumps(table, indent=1))
@@ -278,7 +279,7 @@ def main() -> None:
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     cp = ap.add_argument_group("compare")
-    cp.add_argument("--task", choices=["scene", "face", "body", "scene-gbuffer"], default="scene")
+    cp.add_argument("--task", choices=list(TASKS), default="scene")
     cp.add_argument("--steps", type=int, default=1000)
     cp.add_argument("--batch", type=int, default=4, help="images (pix2pix, pix2pixhd) or clips (vid2vid) per step")
     cp.add_argument("--size", type=int, default=64)

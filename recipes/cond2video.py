@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralrender.data.conditions import (  # noqa: E402
+    SCENE_TASKS,
     edit_scene_spec,
     random_layout_renders,
     scene_camera_path,
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         video = model.generate_clip(cond, inst)
         panels = [cond, video, real]
     else:
-        if cfg.task not in ("scene", "scene-gbuffer"):
+        if cfg.task not in SCENE_TASKS:
             raise NeuralRenderError(f"{a.run}: 3D edits need a labels -> scene run (this one is '{cfg.task}')")
         spec = load_scene("default")
         spec = dataclasses.replace(spec, shadows=False)

@@ -31,10 +31,11 @@ from neuralrender.errors import DataError, NeuralRenderError
 from neuralrender.graphics.skeleton import POSE33_EDGES
 
 __all__ = ["CondSequence", "CondVideoDataset", "TASKS", "build_task", "label_condition", "scene_camera_path",
-           "scene_label_sequences", "render_scene_labels", "scene_condition", "GBUFFER_EXTRA", "edit_scene_spec", "random_layout_renders",
+           "scene_label_sequences", "render_scene_labels", "scene_condition", "GBUFFER_EXTRA", "SCENE_TASKS", "edit_scene_spec", "random_layout_renders",
            "face_edge_sequences", "body_pose_sequences", "DLIB68_POLYLINES", "POSE33_EDGES"]
 
 TASKS = ("scene", "face", "body", "scene-gbuffer")
+SCENE_TASKS = ("scene", "scene-gbuffer")  # the tasks rendered from a scene spec (3D edits apply)
 GBUFFER_EXTRA = 4  # channels 'scene-gbuffer' appends to the label condition: world normals (3), inverse depth
 
 
@@ -375,7 +376,7 @@ def body_pose_sequences(size: int = 64, clips=BODY_CLIPS, folder=None) -> tuple[
 
 def build_task(task: str, size: int = 64, frames: int | None = None) -> tuple[list[CondSequence], dict]:
     """'scene' | 'face' | 'body' | 'scene-gbuffer' -> (sequences, info). frames: cap on frames (scene: path length)."""
-    if task in ("scene", "scene-gbuffer"):
+    if task in SCENE_TASKS:
         return scene_label_sequences(size=size, frames=frames or 100, gbuffer=task == "scene-gbuffer")
     if task == "face":
         return face_edge_sequences(size=size, max_frames=frames)

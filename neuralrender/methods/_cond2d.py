@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from neuralrender.data.conditions import GBUFFER_EXTRA, CondVideoDataset, build_task
+from neuralrender.data.conditions import GBUFFER_EXTRA, SCENE_TASKS, CondVideoDataset, build_task
 from neuralrender.graphics.draw import colorize_labels
 from neuralrender.graphics.flow import warping_error
 from neuralrender.methods.base import DataBundle
@@ -50,7 +50,7 @@ def build_cond_data(cfg, train_clip: int) -> DataBundle:
 
 def cond_to_rgb(cond: torch.Tensor, task: str) -> torch.Tensor:
     """A viewable picture of conditions [B,C,H,W] -> [B,3,H,W]."""
-    if task in ("scene", "scene-gbuffer"):  # one-hot labels + boundary map (+ normals, inverse depth: not drawn)
+    if task in SCENE_TASKS:  # one-hot labels + boundary map (+ normals, inverse depth: not drawn)
         cond = cond[:, :-GBUFFER_EXTRA] if task == "scene-gbuffer" else cond
         lab = cond[:, :-1].argmax(1, keepdim=True)
         rgb = colorize_labels(lab, cond.shape[1] - 1)
