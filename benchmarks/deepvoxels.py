@@ -92,21 +92,56 @@ def method_overrides(method: str, data: str, image_size: int) -> dict:
 
 
 def train_for(method: str, data: str, out: Path, cpu_seconds: float | None, steps: int | None, threads: int,
-              overrides: dict) -> tuple:
+              overrides: dict, curve_every: float | None = None, val_views: int = 8) -> tuple:
     """Train `method` until `steps` steps or `cpu_seconds` of CPU time (time.process_time of this process,
-    training steps only: data loading and evaluation are not counted) -> (trainer, test metrics, budget)."""
+    training steps only: data loading between steps and evaluation are not counted) -> (trainer, test metrics,
+    budget). With `curve_every` (CPU seconds of training), the model is also evaluated every that many training
+    CPU seconds (and at the end) on `val_views` training views spread evenly over the train split (rendered as
+    test views: a measure of fit) and on the test split; the training clock is stopped meanwhile, and the
+    evaluation CPU time is reported apart (budget["curve"], budget["eval_cpu_seconds"]). The final metrics are
+    always those of the model at the end of the budget."""
     shutil.rmtree(out, ignore_errors=True)
     _, tcfg, mcfg = build_configs(method, {}, {"data": data, "out": str(out), "threads": threads, "quiet": True,
                                                "steps": steps or 10**9, "eval_batches": 0, **overrides})
     tr = Trainer(method, tcfg, mcfg)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(run_config_dict(method, tcfg, mcfg), out / "config.yaml")  # so `--reuse` / load_run can reload it
-    c0, t0 = time.process_time(), time.time()
+    n_train = len(tr.data.train)
+    val = torch.utils.data.Subset(tr.data.train, sorted({i * n_train // val_views for i in range(min(val_views, n_train))}))
+    curve, eval_cpu, losses = [], 0.0, []
+
+    def point():
+        nonlocal eval_cpu
+        e0 = time.process_time()
+        v = evaluate_model(tr.model, val, tcfg.batch_size, tr.device, 0, tr.ema_weights)
+        t = evaluate_model(tr.model, tr.data.val, tcfg.batch_size, tr.device, 0, tr.ema_weights)
+        eval_cpu += time.process_time() - e0
+        row = {"step": tr.step, "train_cpu_seconds": round(train_cpu, 1), "val_psnr": round(v["psnr"], 3),
+               "test_psnr": round(t["psnr"], 3), "test_ssim": round(t["ssim"], 4)}
+        if losses:
+            row["train_l1"] = round(sum(losses) / len(losses), 4)
+            losses.clear()
+        if "depth_mae_rel" in t:
+            row["test_depth_mae_rel"] = round(t["depth_mae_rel"], 4)
+        curve.append(row)
+        print("curve", json.dumps(row), flush=True)
+
+    train_cpu, t0, next_eval = 0.0, time.time(), curve_every
     with torch.enable_grad():
-        while (steps is None or tr.step < steps) and (cpu_seconds is None or time.process_time() - c0 < cpu_seconds):
-            tr.train_step()
-    budget = {"steps": tr.step, "cpu_seconds": round(time.process_time() - c0, 1),
-              "wall_seconds": round(time.time() - t0, 1)}
+        while (steps is None or tr.step < steps) and (cpu_seconds is None or train_cpu < cpu_seconds):
+            c = time.process_time()
+            logs = tr.train_step()
+            train_cpu += time.process_time() - c
+            if "l1" in logs:
+                losses.append(logs["l1"])
+            if curve_every and train_cpu >= next_eval:
+                point()
+                next_eval += curve_every
+    if curve_every and (not curve or curve[-1]["step"] != tr.step):
+        point()
+    budget = {"steps": tr.step, "cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - t0, 1)}
+    if curve_every:
+        budget.update(curve=curve, eval_cpu_seconds=round(eval_cpu, 1), val_views=[int(i) for i in val.indices])
     tr.save()
     ev = tr.evaluate()
     return tr, ev, budget
@@ -183,7 +218,7 @@ def compare(args) -> dict:
             m_cpu = over.pop("cpu_minutes", None)  # a per-method budget given through --set (stated in results)
             m_cpu_s = cpu_s if m_cpu is None else float(m_cpu) * 60
             tr, ev, budget = train_for(method, args.data, out / method, m_cpu_s, over.pop("steps", args.steps),
-                                       args.threads, over)
+                                       args.threads, over, args.curve_every, args.val_views)
             budget["overrides"] = over
         model = tr.model.eval()
         if cams is None:  # the orbit circles the scene's own box (method-independent), else the first method's
@@ -335,6 +370,10 @@ def main(argv=None) -> int:
     c.add_argument("--orbit-frames", type=int, default=24)
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--out", default="runs/bench_deepvoxels")
+    c.add_argument("--curve-every", type=float, default=None,
+                   help="evaluate every this many CPU seconds of training (val: training views rendered from the "
+                        "trained model; test: the test split); evaluation CPU is not counted in the budget")
+    c.add_argument("--val-views", type=int, default=8, help="training views (evenly spread) in the curve's val set")
     c.add_argument("--reuse", action="store_true", help="evaluate the runs already in --out instead of training")
     s = sub.add_parser("speed")
     s.add_argument("--data", default="spot")
