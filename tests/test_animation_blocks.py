@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuralrender.data.frame_pairs import build_frame_pair_data, split_videos
+from neuralrender.data.frame_pairs import FramePairDataset, build_frame_pair_data, color_jitter, split_videos
 from neuralrender.errors import DataError, NeuralRenderError
 from neuralrender.graphics.tps import ThinPlateSpline, random_tps
 from neuralrender.graphics.warp import grid_to_flow, identity_grid, make_coordinate_grid
@@ -212,6 +212,44 @@ def test_frame_pairs_from_user_folder_with_gray_rgba_and_bad_input(tmp_path):
     (one / "x.gif").write_bytes(b"GIF89a corrupt")
     with pytest.raises(DataError, match="GIF"):
         build_frame_pair_data(one, size=8)
+
+
+def test_augmentation_flips_and_jitters_both_frames_alike():
+    """The official augmentation: the same flips and colour jitter for source and driving, seeded per item,
+    the time flip swaps the frames; with no jitter a flipped pair is the mirrored original pair."""
+    g = torch.Generator().manual_seed(0)
+    vid = (torch.rand(5, 3, 8, 8, generator=g) * 255).round().to(torch.uint8)
+    plain = FramePairDataset([vid], [(0, 0, 5)], length=64)
+    flips = FramePairDataset([vid], [(0, 0, 5)], length=64, augment=True, jitter=0.0, hue=0.0)
+    seen = set()
+    for i in range(64):
+        p, f = plain[i], flips[i]
+        swapped = f["source_index"] != p["source_index"]
+        a, b = (p["driving"], p["source"]) if swapped else (p["source"], p["driving"])
+        mirrored = not torch.allclose(f["source"], a, atol=1e-6)
+        assert (f["source_index"], f["driving_index"]) == ((p["driving_index"], p["source_index"]) if swapped
+                                                           else (p["source_index"], p["driving_index"]))
+        if mirrored:
+            a, b = a.flip(-1), b.flip(-1)
+        assert torch.allclose(f["source"], a, atol=1e-6) and torch.allclose(f["driving"], b, atol=1e-6)
+        seen.add((swapped, mirrored))
+    assert len(seen) == 4  # every combination of the two flips occurs
+    still = FramePairDataset([vid[:1].expand(4, -1, -1, -1)], [(0, 0, 4)], length=16, augment=True, jitter=0.3)
+    for i in range(16):  # identical frames stay identical: one jitter for the pair
+        assert torch.equal(still[i]["source"], still[i]["driving"])
+    jit = FramePairDataset([vid], [(0, 0, 5)], length=16, augment=True)
+    assert torch.equal(jit[3]["source"], jit[3]["source"]) and not torch.equal(jit[3]["source"], plain[3]["source"])
+    x = torch.rand(2, 3, 4, 4, generator=g)
+    assert torch.allclose(color_jitter(x, 1.0, 1.0, 1.0, 0.0, [3, 2, 1, 0]), x, atol=1e-6)
+    assert torch.allclose(color_jitter(x, 1.0, 1.0, 1.0, 1.0, [3]), x, atol=1e-5)  # a full turn of hue
+    import colorsys
+
+    r, gr, b = x[0, :, 1, 2].tolist()
+    h, sat, v = colorsys.rgb_to_hsv(r, gr, b)
+    want = torch.tensor(colorsys.hsv_to_rgb((h + 0.1) % 1, sat, v))
+    assert torch.allclose(color_jitter(x, 1.0, 1.0, 1.0, 0.1, [3])[0, :, 1, 2], want, atol=1e-5)
+    gray = color_jitter(x, 1.0, 1.0, 0.0, 0.0, [2])
+    assert torch.allclose(gray[:, 0], gray[:, 1], atol=1e-6)  # saturation 0: grayscale
 
 
 def test_time_split_on_weizmann_and_face(shared_data):

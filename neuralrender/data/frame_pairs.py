@@ -7,6 +7,14 @@ Split: "video" holds out whole videos (the papers' protocol), "time" holds out t
 of every video (a contiguous segment, never interleaved frames), "auto" = "video" when there are at least
 `min_videos_for_video_split` videos, else "time".
 Train items are random pairs drawn from a per-item seeded generator (item i is always the same pair).
+Augmentation (`augment`, on by default for training pairs only): the official FOMM / Monkey-Net data
+augmentation (their `augmentation.py` with the Tai-Chi / VoxCeleb configs' `flip_param` and `jitter_param`),
+the same transform for both frames of a pair: time flip (swap source and driving) and horizontal flip, each
+with p = 0.5, and colour jitter with brightness, contrast, saturation factors in [0.9, 1.1] and a hue shift in
+[-0.1, 0.1] (torchvision ColorJitter semantics, the four in a random order). Two departures from the official
+code, both its bugs: its time flip returns early, so it never flips horizontally a clip it reversed (p 0.25,
+not 0.5, for the horizontal flip), and its jitter loop keeps only the last of the four adjustments; here the
+two flips are independent and all four adjustments apply.
 Test items follow the reconstruction protocol: source = first frame of the held-out video (or segment),
 driving = every `eval_stride`-th frame of it.
 Item: {"source": [3,S,S], "driving": [3,S,S], "video": int, "source_index": int, "driving_index": int}.
@@ -102,15 +110,56 @@ def split_videos(num_videos: int, mode: str = "auto", test_fraction: float = 0.2
     return mode, list(range(num_videos))
 
 
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """[...,3,H,W] in [0,1] -> luma [...,1,H,W] (ITU-R 601, as torchvision's rgb_to_grayscale)."""
+    return (0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :] + 0.114 * x[..., 2:3, :, :])
+
+
+def _shift_hue(x: torch.Tensor, shift: float) -> torch.Tensor:
+    """Rotate the hue of [...,3,H,W] images in [0,1] by `shift` turns (HSV round trip)."""
+    r, g, b = x.unbind(-3)
+    mx, mn = x.amax(-3), x.amin(-3)
+    d = mx - mn
+    safe = torch.where(d > 0, d, torch.ones_like(d))
+    h = torch.where(mx == r, (g - b) / safe, torch.where(mx == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    h = torch.where(d > 0, h / 6.0, torch.zeros_like(h))
+    h = (h + shift) % 1.0
+    s = torch.where(mx > 0, d / torch.where(mx > 0, mx, torch.ones_like(mx)), torch.zeros_like(mx))
+    out = []
+    for n in (5.0, 3.0, 1.0):  # hsv -> rgb: f(n) = v - v s max(0, min(k, 4 - k, 1)), k = (n + 6h) mod 6
+        kk = (n + 6.0 * h) % 6.0
+        out.append(mx - mx * s * torch.clamp(torch.minimum(kk, 4.0 - kk), 0.0, 1.0))
+    return torch.stack(out, -3)
+
+
+def color_jitter(x: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float,
+                 order: list[int]) -> torch.Tensor:
+    """torchvision ColorJitter's four adjustments with given factors, in `order` (0 brightness, 1 contrast,
+    2 saturation, 3 hue), on [...,3,H,W] images in [0,1]; the same factors for every image of x."""
+    for o in order:
+        if o == 0:
+            x = (x * brightness).clamp(0, 1)
+        elif o == 1:
+            m = _gray(x).mean(dim=(-3, -2, -1), keepdim=True)
+            x = (contrast * x + (1 - contrast) * m).clamp(0, 1)
+        elif o == 2:
+            x = (saturation * x + (1 - saturation) * _gray(x)).clamp(0, 1)
+        else:
+            x = _shift_hue(x, hue)
+    return x
+
+
 class FramePairDataset(Dataset):
     """Random (source, driving) pairs within each segment; `length` items (item i is seeded by seed, i).
 
     segments: list of (video index, first frame, end frame) ranges of `videos` (uint8 [T,3,S,S]).
+    augment: flips and colour jitter of the official code, the same for both frames (module docstring).
     """
 
     def __init__(self, videos: list[torch.Tensor], segments: list[tuple[int, int, int]], length: int = 10000,
-                 seed: int = 0):
+                 seed: int = 0, augment: bool = False, jitter: float = 0.1, hue: float = 0.1):
         self.videos, self.segments, self.length, self.seed = videos, segments, length, seed
+        self.augment, self.jitter, self.hue = augment, jitter, hue
         self.weights = torch.tensor([float(e - s) for _, s, e in segments])
 
     def __len__(self) -> int:
@@ -122,8 +171,18 @@ class FramePairDataset(Dataset):
         v, s, e = self.segments[seg]
         a, b = (torch.randperm(e - s, generator=g)[:2] + s).tolist()
         vid = self.videos[v]
-        return {"source": vid[a].float() / 255.0, "driving": vid[b].float() / 255.0, "video": v,
-                "source_index": a, "driving_index": b}
+        pair = torch.stack([vid[a], vid[b]]).float() / 255.0
+        if self.augment:
+            u = torch.rand(6, generator=g).tolist()
+            if u[0] < 0.5:  # time flip: the later frame becomes the source
+                pair, a, b = pair.flip(0), b, a
+            if u[1] < 0.5:
+                pair = pair.flip(-1)
+            j = self.jitter
+            order = torch.randperm(4, generator=g).tolist()
+            pair = color_jitter(pair, 1 - j + 2 * j * u[2], 1 - j + 2 * j * u[3], 1 - j + 2 * j * u[4],
+                                self.hue * (2 * u[5] - 1), order)
+        return {"source": pair[0], "driving": pair[1], "video": v, "source_index": a, "driving_index": b}
 
 
 class ReconstructionDataset(Dataset):
@@ -145,8 +204,10 @@ class ReconstructionDataset(Dataset):
 
 
 def build_frame_pair_data(data: str | os.PathLike, size: int = 64, split: str = "auto", test_fraction: float = 0.25,
-                          seed: int = 0, length: int = 10000, eval_stride: int = 1, max_frames: int | None = None):
-    """(train FramePairDataset, test ReconstructionDataset, info dict) for a dataset name or a user path.
+                          seed: int = 0, length: int = 10000, eval_stride: int = 1, max_frames: int | None = None,
+                          augment: bool = False):
+    """(train FramePairDataset, test ReconstructionDataset, info dict) for a dataset name or a user path;
+    augment: flips and colour jitter on the training pairs only.
 
     info: {"size", "channels": 3, "sources": [str], "split": mode, "test_videos": [int],
            "train_segments", "test_segments"}.
@@ -165,7 +226,7 @@ def build_frame_pair_data(data: str | os.PathLike, size: int = 64, split: str = 
                 raise DataError(sources[v], f"video of {len(x)} frames is too short for a time split", field="frames")
             train_seg.append((v, 0, cut))
             test_seg.append((v, cut, len(x)))
-    train = FramePairDataset(videos, train_seg, length, seed)
+    train = FramePairDataset(videos, train_seg, length, seed, augment=augment)
     test = ReconstructionDataset(videos, test_seg, eval_stride)
     info = {"size": size, "channels": 3, "sources": [str(s) for s in sources], "split": mode,
             "test_videos": test_ids if mode == "video" else [], "train_segments": train_seg, "test_segments": test_seg}

@@ -36,6 +36,8 @@ class AnimationDataConfig:
     test_fraction: float = field(default=0.25, metadata={"help": "fraction of videos (or of each video) held out"})
     eval_stride: int = field(default=1, metadata={"help": "use every Nth frame of the test videos for eval"})
     max_frames: int = field(default=0, metadata={"help": "decode at most this many frames per video (0 = all)"})
+    augment: bool = field(default=True, metadata={"help": "the official FOMM / Monkey-Net augmentation of the "
+                                                          "training pairs: time and horizontal flips, colour jitter"})
 
 
 def draw_keypoints(images: torch.Tensor, kp: torch.Tensor, radius: float | None = None) -> torch.Tensor:
@@ -48,13 +50,15 @@ def draw_keypoints(images: torch.Tensor, kp: torch.Tensor, radius: float | None 
 
 
 class AnimationMethod(Method):
+    legacy_config = {"augment": False}  # runs saved before the field existed trained without augmentation
     train_defaults = {"lr": 2e-4, "batch_size": 8, "steps": 2000, "eval_every": 500, "ckpt_every": 500,
                       "betas": (0.5, 0.999)}
 
     @classmethod
     def build_data(cls, cfg, data: str | None, seed: int) -> DataBundle:
         train, test, info = build_frame_pair_data(data or cfg.dataset, cfg.size, cfg.split, cfg.test_fraction, seed,
-                                                  eval_stride=cfg.eval_stride, max_frames=cfg.max_frames or None)
+                                                  eval_stride=cfg.eval_stride, max_frames=cfg.max_frames or None,
+                                                  augment=cfg.augment)
         return DataBundle(train, test, info)
 
     # --- to implement --------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ class MotionTransferGenerator(nn.Module):
 class MonkeyNet(KeypointAnimationMethod):
     description = "Monkey-Net: keypoints + zeroth-order motion + motion masks + U-Net generator warping all levels"
     Config = MonkeyNetConfig
-    legacy_config = {"output": "decoded", "gate": "none"}  # runs saved before these fields existed
+    legacy_config = {**KeypointAnimationMethod.legacy_config, "output": "decoded", "gate": "none"}  # runs saved before these fields existed
 
     def __init__(self, cfg: MonkeyNetConfig, info):
         super().__init__(cfg, info)
