@@ -221,3 +221,23 @@ def test_run_saved_before_scene_box_defaults_loads_as_trained(scene, tmp_path, l
     trainer(scene, tmp_path / "run", 1, ckpt_every=0, bounds="auto", ray_box=False).run()
     model = load_as_old_run(tmp_path / "run", "bounds", "ray_box")
     assert model.cfg.bounds == "auto" and model.cfg.ray_box is False
+
+
+def test_benchmark_curve_does_not_change_training(scene, tmp_path):
+    """benchmarks/deepvoxels.py --curve-every: evaluating during a run (training clock stopped) leaves the run
+    as it would be without it, and the curve's last point is the reported end-of-run test metric."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "deepvoxels.py"
+    spec = importlib.util.spec_from_file_location("bench_deepvoxels", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    over = {k: v for k, v in TINY.items() if k not in ("quiet", "eval_every", "log_every", "threads")}
+    _, plain, b0 = bench.train_for("deepvoxels", str(scene), tmp_path / "plain", None, 3, 1, dict(over))
+    _, ev, b1 = bench.train_for("deepvoxels", str(scene), tmp_path / "curve", None, 3, 1, dict(over),
+                                curve_every=1e-9, val_views=4)
+    assert ev["psnr"] == pytest.approx(plain["psnr"], abs=1e-5) and b0["steps"] == b1["steps"] == 3
+    assert [p["step"] for p in b1["curve"]] == [1, 2, 3] and len(b1["val_views"]) == 4
+    assert b1["curve"][-1]["test_psnr"] == pytest.approx(ev["psnr"], abs=1e-3)
+    assert b1["eval_cpu_seconds"] > 0 and "curve" not in b0
