@@ -3,6 +3,7 @@
     python benchmarks/deepvoxels.py compare --data spot --cpu-minutes 8 [--steps N] [--threads 1]
         [--methods deepvoxels pix2pix-nearest neural-textures] [--set '{"neural-textures": {...}}']
     python benchmarks/deepvoxels.py speed [--data spot] [--sizes 128 256] [--steps 3]
+    python benchmarks/deepvoxels.py curves RESULTS.json [RESULTS.json ...] --out curves.png [--method deepvoxels]
 
 compare: trains each method on the same posed dataset with the same budget, one after the other in this
 process with torch threads fixed (default 1): `--cpu-minutes` counts the CPU time of the training steps
@@ -17,6 +18,8 @@ into frame t and the mean squared
 difference on pixels visible in both is reported x1000 (graphics.flow.warping_error). It writes
 results.json and images into --out/<data>: test_views.png (rows: target, each method, DeepVoxels' learned
 depth, the true depth), orbit.png (rows: truth, each method), orbit_depth_truth_deepvoxels.png.
+With `--curve-every S` compare also evaluates every S CPU seconds of training (clock stopped; results.json:
+"curve", "eval_cpu_seconds"); `curves` plots those curves (val = training views, test = test split).
 speed: training it/s, render fps and peak memory (CUDA: max allocated; CPU: peak RSS) at each size, and the
 share of a training step spent in lifting / 3D nets / projection / 2D nets (torch profiler record_function
 scopes over the method's own calls).
@@ -345,6 +348,33 @@ def speed(args) -> dict:
     return res
 
 
+def curves(args) -> dict:
+    """Plot the eval curves (val and test PSNR vs training CPU minutes) of `args.method` in results.json files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    out = {}
+    for i, path in enumerate(args.results):
+        res = json.loads(Path(path).read_text())
+        curve = res[args.method]["curve"]
+        name = Path(path).parent.parent.name
+        x = [p["train_cpu_seconds"] / 60 for p in curve]
+        ax.plot(x, [p["test_psnr"] for p in curve], "-o", ms=3, color=f"C{i}", label=f"{name} test")
+        ax.plot(x, [p["val_psnr"] for p in curve], "--", color=f"C{i}", label=f"{name} val (train views)")
+        out[name] = curve
+    ax.set_xlabel("training CPU minutes (1 thread)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(f"{args.method}: PSNR during training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=100)
+    return out
+
+
 def _scoped(label, fn, *a, **k):
     from torch.profiler import record_function
 
@@ -382,9 +412,16 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", default="runs/bench_deepvoxels")
+    cv = sub.add_parser("curves")
+    cv.add_argument("results", nargs="+", help="results.json files of `compare --curve-every` runs")
+    cv.add_argument("--method", default="deepvoxels")
+    cv.add_argument("--out", default="curves.png")
     args = p.parse_args(argv)
     if args.cmd == "compare" and args.cpu_minutes is None and args.steps is None:
         p.error("compare needs a budget: --cpu-minutes and/or --steps")
+    if args.cmd == "curves":
+        curves(args)
+        return 0
     torch.set_num_threads(args.threads)
     res = compare(args) if args.cmd == "compare" else speed(args)
     print(json.dumps(res, indent=1))
