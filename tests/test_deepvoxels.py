@@ -113,6 +113,27 @@ def test_grid_is_a_parameter_with_its_own_lr_or_the_papers_buffer(scene, tmp_pat
     assert tb.model.grid.abs().sum() > 0
 
 
+def test_random_second_target_renders_two_views_from_the_new_grid(scene, tmp_path):
+    """--random-target (the paper's code): each step's grid, just written from the target's sources, is also
+    rendered into a random training view drawn from the per-step seed (so a rerun draws the same views)."""
+    from neuralrender.train.trainer import sample_batch, step_seed
+
+    tr = trainer(scene, tmp_path / "r", 2, ckpt_every=0, random_target=True)
+    torch.manual_seed(step_seed(0, 5))
+    batch = sample_batch(tr.data.train, 5, 1, 0)
+    torch.manual_seed(step_seed(0, 5))
+    again = sample_batch(tr.data.train, 5, 1, 0)
+    assert torch.equal(batch["rand_image"], again["rand_image"]) and batch["rand_image"].shape == batch["image"].shape
+    tr.model.train()
+    with torch.enable_grad():
+        out = tr.model._step(batch)
+        loss, logs = tr.model.loss("g", batch, 0)
+    assert out["rgb"].shape[0] == 2 and math.isfinite(logs["l1"]) and loss.requires_grad
+    assert len(tr.data.train) == len(tr.data.train.pairs) and tr.data.train.cameras is tr.data.train.pairs.cameras
+    tr.train_step()
+    assert math.isfinite(tr.evaluate()["psnr"])
+
+
 def test_box_shaped_grid_and_rays_sampled_in_the_box(scene, tmp_path):
     """A non-cubic --bounds gives a grid with cubic voxels (grid_res along the longest side); with ray_box
     each ray's depth bins lie between its box entry and exit, and the expected depth stays inside them."""

@@ -14,6 +14,8 @@ Per training step (target view + its nearest training views as sources, data.vie
   5. occlusion network: 3D convs -> softmax over depth -> visibility-weighted feature image and the
      expected depth (never supervised);
   6. rendering network: a 2D U-Net (bilinearly upsampled features -> RGB). Loss: L1 (+ optional PatchGAN).
+With `random_target` (the paper's code: two targets per step, the second a random training view) the grid just
+written from the sources is also rendered into one random training view and the L1 averages the two targets.
 At test time only the stored grid and the target camera are used (steps 3-6): no source image.
 """
 
@@ -63,9 +65,37 @@ class DeepVoxelsConfig:
     adv_weight: float = field(default=0.0, metadata={"help": "weight of the PatchGAN loss (0 = L1 only, the CPU default)"})
     gate_bias: float = field(default=-2.0, metadata={"help": "initial bias of the GRU's update gate (negative: each step "
                                                              "changes the persistent grid a little; 0 = a plain GRU)"})
+    random_target: bool = field(default=False, metadata={"help": "also render a random training view from the grid "
+                                                                 "just written each step (the paper's second "
+                                                                 "target), L1 averaged over both targets"})
     grid_lr: float = field(default=0.1, metadata={"help": "Adam learning rate of the persistent grid: it is then also a "
                                                            "parameter, refined by gradient descent on top of the GRU "
                                                            "integration (0 = the paper: a buffer only the GRU writes)"})
+
+
+class WithRandomTarget(torch.utils.data.Dataset):
+    """Training pairs (data.view_pairs.ViewPairs) whose items also carry a second target, a training view drawn
+    with torch's global generator (the trainer seeds it per step, so runs and resumes repeat it):
+    "rand_image" [3,H,W], "rand_K", "rand_R", "rand_t"."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getattr__(self, name):  # cameras, targets, neighbours, ... of the wrapped pairs
+        if name == "pairs":
+            raise AttributeError(name)
+        return getattr(self.pairs, name)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.pairs[i]
+        j = int(torch.randint(len(self.pairs), ()))
+        other = self.pairs.targets[j]
+        cams = self.pairs.targets.cameras
+        return {**item, "rand_image": other["image"], "rand_K": cams.K[j].clone(), "rand_R": cams.R[j].clone(),
+                "rand_t": cams.t[j].clone()}
 
 
 def sync_grid(grid: torch.Tensor) -> None:
@@ -90,7 +120,7 @@ class DeepVoxels(Method):
     @classmethod
     def build_data(cls, cfg: DeepVoxelsConfig, data: str | None, seed: int) -> DataBundle:
         train, test, info = load_view_pairs(data, cfg.image_size, cfg.n_sources, cfg.bounds, cfg.bounds_margin)
-        return DataBundle(train, test, info)
+        return DataBundle(WithRandomTarget(train) if cfg.random_target else train, test, info)
 
     def __init__(self, cfg: DeepVoxelsConfig, info):
         super().__init__(cfg, info)
@@ -199,10 +229,16 @@ class DeepVoxels(Method):
             with torch.no_grad():
                 self.grid.copy_(grid.detach())
                 sync_grid(self.grid)
+        if "rand_image" in batch:  # the paper's second target: a random training view from the same new grid
+            cams = cameras_from_batch(*(torch.cat([batch[k], batch["rand_" + k]]) for k in ("K", "R", "t")),
+                                      self.width, self.height)
+            return self.project(grid, cams)
         return self.project(grid, self._cameras(batch))
 
     def loss(self, phase, batch, step):
         target = batch["image"]
+        if phase == "g" and "rand_image" in batch:
+            target = torch.cat([target, batch["rand_image"]])
         if phase == "d":
             if self.disc is None:
                 return self.bounds_min.new_zeros((), requires_grad=True), {}
