@@ -3,6 +3,7 @@
     python benchmarks/deepvoxels.py compare --data spot --cpu-minutes 8 [--steps N] [--threads 1]
         [--methods deepvoxels pix2pix-nearest neural-textures] [--set '{"neural-textures": {...}}']
     python benchmarks/deepvoxels.py speed [--data spot] [--sizes 128 256] [--steps 3]
+    python benchmarks/deepvoxels.py grid-writes --run RUN_DIR [--views 8]
     python benchmarks/deepvoxels.py curves RESULTS.json [RESULTS.json ...] --out curves.png [--method deepvoxels]
 
 compare: trains each method on the same posed dataset with the same budget, one after the other in this
@@ -20,6 +21,12 @@ results.json and images into --out/<data>: test_views.png (rows: target, each me
 depth, the true depth), orbit.png (rows: truth, each method), orbit_depth_truth_deepvoxels.png.
 With `--curve-every S` compare also evaluates every S CPU seconds of training (clock stopped; results.json:
 "curve", "eval_cpu_seconds"); `curves` plots those curves (val = training views, test = test split).
+grid-writes (a trained deepvoxels run, forward only): how much the test-time image depends on which training
+pair wrote the stored grid last. PSNR of the stored grid (what eval reports) on the test views and on --views
+training views; "fresh": each view rendered from the grid just written from its own nearest training views
+(the path a training step renders: it uses source images, so it is a diagnostic, not the method's test-time
+output); "after write j": the stored grid replaced by the GRU write of training pair j (j over --views spread
+training views) and the test views rendered from it.
 speed: training it/s, render fps and peak memory (CUDA: max allocated; CPU: peak RSS) at each size, and the
 share of a training step spent in lifting / 3D nets / projection / 2D nets (torch profiler record_function
 scopes over the method's own calls).
@@ -348,6 +355,46 @@ def speed(args) -> dict:
     return res
 
 
+@torch.no_grad()
+def grid_writes(args) -> dict:
+    torch.set_num_threads(args.threads)
+    model, data, _, meta = load_run(Path(args.run), device="cpu")
+    model.eval()
+    train, test = data.train, data.val
+    picks = sorted({i * len(train) // args.views for i in range(min(args.views, len(train)))})
+    stored = model.grid.detach().clone()
+
+    def item(ds, i):
+        return torch.utils.data.default_collate([ds[i]])
+
+    def write(b):
+        src_cams = model._cameras({k: b["src_" + k].flatten(0, 1) for k in ("K", "R", "t")})
+        lifted, _ = model.lift(b["src_image"].flatten(0, 1), src_cams)
+        return model.integrate(lifted)
+
+    def view_psnr(grid, b):
+        return float(psnr(model.project(grid, model._cameras(b))["rgb"], b["image"]).mean())
+
+    def mean(v):
+        return round(sum(v) / len(v), 3)
+
+    test_items = [item(test, i) for i in range(len(test))]
+    val_items = [item(train, i) for i in picks]
+    res = {"run": str(args.run), "step": meta["step"], "val_views": picks,
+           "stored_test_psnr": mean([view_psnr(stored, b) for b in test_items]),
+           "stored_val_psnr": mean([view_psnr(stored, b) for b in val_items]),
+           "fresh_test_psnr": mean([view_psnr(write(b), b) for b in test_items]),
+           "fresh_val_psnr": mean([view_psnr(write(b), b) for b in val_items])}
+    after = []
+    for b in val_items:
+        g = write(b)
+        after.append(mean([view_psnr(g, t) for t in test_items]))
+    res["test_psnr_after_write"] = after
+    res["after_write_min_max"] = [min(after), max(after)]
+    print(json.dumps(res), flush=True)
+    return res
+
+
 def curves(args) -> dict:
     """Plot the eval curves (val and test PSNR vs training CPU minutes) of `args.method` in results.json files."""
     import matplotlib
@@ -412,6 +459,10 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", default="runs/bench_deepvoxels")
+    gw = sub.add_parser("grid-writes")
+    gw.add_argument("--run", required=True, help="a trained deepvoxels run directory")
+    gw.add_argument("--views", type=int, default=8)
+    gw.add_argument("--threads", type=int, default=1)
     cv = sub.add_parser("curves")
     cv.add_argument("results", nargs="+", help="results.json files of `compare --curve-every` runs")
     cv.add_argument("--method", default="deepvoxels")
@@ -421,6 +472,9 @@ def main(argv=None) -> int:
         p.error("compare needs a budget: --cpu-minutes and/or --steps")
     if args.cmd == "curves":
         curves(args)
+        return 0
+    if args.cmd == "grid-writes":
+        grid_writes(args)
         return 0
     torch.set_num_threads(args.threads)
     res = compare(args) if args.cmd == "compare" else speed(args)
