@@ -59,6 +59,44 @@ def get_track(video: Path, track: str | None, out: Path, frames: int | None):
     return tr, imgs
 
 
+def driving_conditioning(cfg, face, src, tgt, src_frames: torch.Tensor, pose: str = "relative",
+                         expression: str = "relative", light: str = "cycle"):
+    """The renderer's stacked input [T,window*5,size,size] for the source track `src` driving the target track
+    `tgt` (dvp config `cfg`) and the transferred parameters. As in training: with cfg.hold_repeats a repeated
+    source picture (`repeated_frames` of src_frames) keeps its first frame's tracked parameters and landmarks
+    (`hold_index`), with cfg.distinct_window repeated pictures do not advance the window."""
+    from neuralrender.faces.conditioning import (
+        MOUTH_IDS,
+        conditioning_maps,
+        eye_offsets_from_track,
+        hold_index,
+        repeated_frames,
+        stack_window,
+        transfer_params,
+    )
+    from neuralrender.faces.landmarks import inter_ocular
+
+    T = src.params.batch_size
+    n = min(T, src_frames.shape[0])
+    rep = torch.zeros(T, dtype=torch.bool)
+    rep[:n] = repeated_frames(src_frames[:n])
+    h = hold_index(rep) if getattr(cfg, "hold_repeats", False) else torch.arange(T)
+    fitted = src.lm_pred if src.lm_pred is not None else face.landmarks_2d(src.params, src.width, src.height,
+                                                                           src.landmarks)[0]
+    sp, slm, fitted = src.params.index(h), src.landmarks[h], fitted[h]
+    p = transfer_params(sp, tgt.params, pose=pose, expression=expression, light=light)
+    scale = (inter_ocular(tgt.landmarks).mean() / inter_ocular(src.landmarks).mean()).item()
+    eyes = eye_offsets_from_track(slm, fitted) * scale
+    lips = eye_offsets_from_track(slm, fitted, MOUTH_IDS) * scale
+    fill = cfg.mouth and cfg.mouth_fill
+    with torch.no_grad():
+        maps = torch.cat([conditioning_maps(face, p.index(torch.arange(s, min(s + 32, T))), tgt.width, tgt.height,
+                                            cfg.size, eyes[s:s + 32], mouth=cfg.mouth, mouth_offsets=lips[s:s + 32],
+                                            mouth_fill=fill)
+                          for s in range(0, T, 32)])
+    return stack_window(maps, cfg.window, rep if cfg.distinct_window else None), p
+
+
 @script_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -90,18 +128,8 @@ def run(a) -> int:
 
     import torch.nn.functional as F
 
-    from neuralrender.faces.conditioning import (
-        MOUTH_IDS,
-        cond_to_rgb,
-        conditioning_maps,
-        eye_offsets_from_track,
-        face2face_composite,
-        repeated_frames,
-        stack_window,
-        transfer_params,
-    )
+    from neuralrender.faces.conditioning import cond_to_rgb, face2face_composite, transfer_params
     from neuralrender.faces.evaluation import mean_embedding, mouth_opening, pearson, reenactment_checks
-    from neuralrender.faces.landmarks import inter_ocular
     from neuralrender.faces.model import FaceModel
     from neuralrender.io.video import video_info, write_video
     from neuralrender.paths import resolve_data_path
@@ -132,23 +160,9 @@ def run(a) -> int:
     cpu_train = time.process_time() - cpu0
     size = model.cfg.size
     face = FaceModel(num_identity=tgt.params.identity.shape[1])
-    p = transfer_params(src.params, tgt.params, pose=a.pose, expression=a.expression, light=a.light)
-    W, H = tgt.width, tgt.height
-    scale = (inter_ocular(tgt.landmarks).mean() / inter_ocular(src.landmarks).mean()).item()
-    fitted = src.lm_pred if src.lm_pred is not None else face.landmarks_2d(src.params, src.width, src.height,
-                                                                           src.landmarks)[0]
-    eyes = eye_offsets_from_track(src.landmarks, fitted) * scale
-    lips = eye_offsets_from_track(src.landmarks, fitted, MOUTH_IDS) * scale
-    mouth = model.cfg.mouth
-    fill = mouth and model.cfg.mouth_fill
+    cond, p = driving_conditioning(model.cfg, face, src, tgt, src_frames, a.pose, a.expression, a.light)
     T = p.batch_size
     with torch.no_grad():
-        maps = torch.cat([conditioning_maps(face, p.index(torch.arange(s, min(s + 32, T))), W, H, size,
-                                            eyes[s:s + 32], mouth=mouth, mouth_offsets=lips[s:s + 32],
-                                            mouth_fill=fill)
-                          for s in range(0, T, 32)])
-        cond = stack_window(maps, model.cfg.window,
-                            repeated_frames(src_frames[:T]) if model.cfg.distinct_window else None)
         video = model.generate(cond)
     src_small = F.interpolate(src_frames, size=(size, size), mode="area")
     side = torch.cat([src_small, cond_to_rgb(cond), video], -1)
@@ -161,7 +175,7 @@ def run(a) -> int:
                                                     expression=a.expression), tgt_frames[:n])
     write_video(f2f, out / "face2face.mp4", fps=video_info(tgt_v).fps or 25.0)
 
-    pred, _ = face.landmarks_2d(p, W, H)
+    pred, _ = face.landmarks_2d(p, tgt.width, tgt.height)
     metrics = {"self_reenactment_heldout": run_eval, "frames": T, "pose": a.pose, "expression": a.expression,
                "light": a.light,
                "renderer": a.run or str(out / "dvp"), "checkpoint": a.checkpoint, "cpu_s_tracks_and_training": cpu_train,

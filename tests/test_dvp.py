@@ -37,6 +37,17 @@ def test_smoke_and_checkpoint_round_trip(tmp_path, shared_data, load_as_old_run)
     assert torch.equal(out, model.generate(batch))
     # a run saved before --mouth-fill existed loads without the fill
     assert load_as_old_run(tmp_path / "run", "mouth_fill").cfg.mouth_fill is False
+    old = load_as_old_run(tmp_path / "run", "hold_repeats", "distinct_window").cfg  # ... and as trained before these
+    assert old.hold_repeats is False and old.distinct_window is False
+    # --hold-repeats (default): a repeated picture of the clip gets its predecessor's conditioning and parameters
+    from neuralrender.methods.dvp import DEFAULT_VIDEO, _prepare
+
+    d = _prepare(DEFAULT_VIDEO, "", 40, 64, True, True, True)  # the data this run was trained on (cached)
+    rep = d["repeats"].nonzero().flatten()
+    assert len(rep) >= 5 and torch.equal(d["maps"][rep], d["maps"][rep - 1])
+    assert torch.equal(d["feats"][rep], d["feats"][rep - 1])
+    free = _prepare(DEFAULT_VIDEO, "", 40, 64, True, True, False)["maps"]
+    assert not torch.equal(free[rep], free[rep - 1])  # without it the tracker jitters on identical pictures
 
 
 def test_resume_is_bit_identical(tmp_path, shared_data):
@@ -136,7 +147,7 @@ def test_window_pairs_and_temporal_loss_are_aligned():
     --distinct-window: repeated video frames are detected and do not advance the window."""
     from torch.utils.data import default_collate
 
-    from neuralrender.faces.conditioning import repeated_frames, stack_window
+    from neuralrender.faces.conditioning import hold_index, repeated_frames, stack_window
     from neuralrender.methods.dvp import DeepVideoPortraits, DVPConfig, PortraitFrames, flicker
 
     T, S = 7, 16
@@ -173,6 +184,10 @@ def test_window_pairs_and_temporal_loss_are_aligned():
     assert stack_window(idx, 3, rep).flatten(1).tolist() == [[0, 0, 0], [1, 1, 1], [1, 1, 2], [1, 1, 3], [1, 3, 4],
                                                              [3, 4, 5], [3, 4, 6], [3, 4, 7]]
     assert torch.equal(stack_window(idx, 3), stack_window(idx, 3, torch.zeros(8, dtype=torch.bool)))
+    assert hold_index(rep).tolist() == [0, 0, 2, 2, 4, 5, 5, 5]  # a repeated frame takes its picture's first
+    d8 = {"maps": idx.expand(8, 5, 1, 1), "images": frames, "mask": torch.ones(8, 1, 4, 4), "repeats": rep}
+    pp = PortraitFrames(d8, 3, list(range(8)), distinct=True, prev_picture=True)  # previous = the previous picture
+    assert [int(pp[t]["cond_prev"][-1, 0, 0]) for t in range(8)] == [0, 0, 1, 1, 3, 4, 4, 4]
     m.loss("d", b, 1)  # the temporal term is logged and finite
     _, logs = m.loss("g", b, 1)
     assert 0 < logs["temporal"] < 1
@@ -187,3 +202,41 @@ def test_bad_augmentation_settings_name_the_field(field, value):
     cfg = DVPConfig(width=4, d_width=4, **{field: value})
     with pytest.raises(NeuralRenderError, match=field):
         DeepVideoPortraits(cfg, {"cond_channels": 15, "mean_image": torch.zeros(3, 8, 8)})
+
+
+def test_reenact_recipe_holds_and_skips_repeated_source_pictures(shared_data):
+    """recipes/reenact_face.py drives the renderer as it was trained: with --hold-repeats and --distinct-window
+    (the defaults) a repeated source picture gets exactly its predecessor's input; without them it does not."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from neuralrender.faces.model import FaceModel
+    from neuralrender.methods.dvp import DVPConfig
+
+    spec = importlib.util.spec_from_file_location("recipe_reenact", Path(__file__).parents[1] / "recipes" /
+                                                  "reenact_face.py")
+    rec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rec)
+    face, g = FaceModel(num_identity=10), torch.Generator().manual_seed(0)
+
+    def track(T):  # every frame's parameters jitter, also on repeated pictures (as a tracker's do)
+        p = face.default_params(T, 64, 64)
+        p.expression[:] = 0.3 * torch.randn(T, p.expression.shape[1], generator=g)
+        lm = face.landmarks_2d(p, 64, 64)[0] + torch.randn(T, 68, 2, generator=g)
+        return SimpleNamespace(params=p, landmarks=lm, lm_pred=None, width=64, height=64)
+
+    pics = torch.rand(4, 3, 4, 4, generator=g)
+    frames = pics[torch.tensor([0, 0, 1, 2, 2, 2, 3])]  # pictures A A B C C C D
+    src, tgt = track(7), track(5)
+    conds = {}
+    for hold in (True, False):
+        for dw in (True, False):
+            cfg = DVPConfig(size=32, window=3, hold_repeats=hold, distinct_window=dw)
+            conds[hold, dw], p = rec.driving_conditioning(cfg, face, src, tgt, frames)
+            assert conds[hold, dw].shape == (7, 15, 32, 32) and p.batch_size == 7
+    rep = torch.tensor([1, 4, 5])
+    assert torch.equal(conds[True, True][rep], conds[True, True][rep - 1])
+    assert not torch.equal(conds[False, True][rep, -5:], conds[False, True][rep - 1, -5:])  # the track's jitter
+    assert not torch.equal(conds[True, False][5, :5], conds[True, False][4, :5])  # the plain window moves on
+    assert torch.equal(conds[True, True][3, :10], conds[True, False][2, 5:])  # past slots: A and B

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from neuralrender.faces.model import FaceModel, FaceParams, axis_angle_to_matrix
 from neuralrender.graphics.draw import gaussian_heatmaps
 
-__all__ = ["COND_CHANNELS", "EYE_IDS", "MOUTH_IDS", "conditioning_maps", "stack_window", "repeated_frames", "eye_offsets_from_track",
-           "polygon_coverage", "transfer_params", "transfer_expression", "edit_params", "face2face_composite",
+__all__ = ["COND_CHANNELS", "EYE_IDS", "MOUTH_IDS", "conditioning_maps", "stack_window", "repeated_frames",
+           "hold_index", "eye_offsets_from_track", "polygon_coverage", "transfer_params", "transfer_expression", "edit_params", "face2face_composite",
            "cond_to_rgb"]
 
 COND_CHANNELS = 5
@@ -120,6 +120,16 @@ def repeated_frames(frames: torch.Tensor, threshold: float = 2e-3) -> torch.Tens
     below `threshold`; frame-rate conversion duplicates frames and the decoder's noise is ~1e-4)."""
     d = (frames[1:] - frames[:-1]).abs().flatten(1).mean(1)
     return torch.cat([torch.zeros(1, dtype=torch.bool), d < threshold])
+
+
+def hold_index(repeats: torch.Tensor) -> torch.Tensor:
+    """[T] bool (`repeated_frames`) -> [T] long: for every frame the first frame of its run of identical pictures
+    (itself where the picture changes). Indexing a track with it holds the tracked parameters on repeated frames:
+    the same picture gets the same conditioning (the tracker's jitter on identical pictures is removed)."""
+    t = torch.arange(repeats.shape[0])
+    new = ~repeats.bool().cpu()
+    new[0] = True
+    return torch.cummax(torch.where(new, t, torch.zeros_like(t)), 0).values
 
 
 def cond_to_rgb(cond: torch.Tensor) -> torch.Tensor:

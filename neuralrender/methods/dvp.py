@@ -36,6 +36,7 @@ from neuralrender.faces.conditioning import (
     cond_to_rgb,
     conditioning_maps,
     eye_offsets_from_track,
+    hold_index,
     repeated_frames,
     stack_window,
 )
@@ -79,18 +80,27 @@ class DVPConfig:
     temporal: float = field(default=0.0, metadata={"help": "weight of a temporal L1 between the output's and the "
                                                            "truth's frame differences; > 0: a batch of B items is "
                                                            "trained as B/2 consecutive (t-1, t) pairs, the same "
-                                                           "frames per step"})
-    distinct_window: bool = field(default=False, metadata={"help": "the window's past slots hold the last frames of "
-                                                                    "the preceding DISTINCT pictures: repeated "
-                                                                    "(duplicated) video frames do not advance it"})
+                                                           "frames per step (with --distinct-window: t and the last "
+                                                           "frame of the previous distinct picture)"})
+    distinct_window: bool = field(default=True, metadata={"help": "the window's past slots hold the last frames of "
+                                                                   "the preceding DISTINCT pictures: repeated "
+                                                                   "(duplicated) video frames do not advance it"})
+    hold_repeats: bool = field(default=True, metadata={"help": "a repeated (duplicated) video frame keeps the tracked "
+                                                               "parameters and landmarks of the first frame of its "
+                                                               "picture: same picture, same conditioning (train and "
+                                                               "held-out frames, and so the nearest-neighbour "
+                                                               "baseline's features)"})
     past_dropout: float = field(default=0.0, metadata={"help": "training: probability per pair that the window's "
                                                                "past frames are replaced by the current frame's maps"})
 
 
 # ------------------------------------------------------------------------------------------------ data
 @functools.lru_cache(maxsize=4)
-def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True, mouth_fill: bool = False):
-    """-> dict of tensors: maps [T,5,S,S], images [T,3,S,S], face masks [T,1,S,S], params features [T,F]."""
+def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True, mouth_fill: bool = False,
+             hold: bool = False):
+    """-> dict of tensors: maps [T,5,S,S], images [T,3,S,S], face masks [T,1,S,S], params features [T,F], repeats
+    [T] (frame t shows frame t-1's picture). hold: repeated frames take the parameters and landmarks of the first
+    frame of their picture (`hold_index`)."""
     from neuralrender.faces.landmarks import landmarks_for_video
     from neuralrender.faces.model import FaceModel
     from neuralrender.faces.tracking import TrackConfig, load_track, track_video
@@ -100,6 +110,7 @@ def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True,
     vpath = resolve_data_path(video)
     imgs = read_video(vpath, count=frames or None)
     T, _, H, W = imgs.shape
+    repeats = repeated_frames(imgs)
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -119,6 +130,9 @@ def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True,
             p, lm, fitted = tr.params, tr.landmarks, tr.lm_pred
         if fitted is None:
             fitted, _ = model.landmarks_2d(p, W, H, lm)
+        if hold:
+            h = hold_index(repeats)
+            p, lm, fitted = p.index(h), lm[h], fitted[h]
         offs = eye_offsets_from_track(lm, fitted)
         moffs = eye_offsets_from_track(lm, fitted, MOUTH_IDS)
         with torch.no_grad():
@@ -132,25 +146,28 @@ def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True,
     mask = F.max_pool2d(mask, 5, 1, 2)  # dilate by 2 px: include the face outline
     small = F.interpolate(imgs, size=(size, size), mode="area") if (H, W) != (size, size) else imgs
     feats = torch.cat([p.expression, p.rotation * 10.0, p.translation / 10.0], -1)
-    return {"maps": maps, "images": small, "mask": mask, "feats": feats, "repeats": repeated_frames(imgs)}
+    return {"maps": maps, "images": small, "mask": mask, "feats": feats, "repeats": repeats}
 
 
 class PortraitFrames(Dataset):
     """Frames `indices` of a prepared video: cond [window*5,S,S], image [3,S,S], mask [1,S,S] and the previous
     frame's (cond_prev, image_prev, mask_prev; frame 0's own at frame 0); with `nn_index` (held-out split) also the
-    nearest-neighbour baseline's images (nn, nn_prev)."""
+    nearest-neighbour baseline's images (nn, nn_prev). prev_picture: "previous" is the last frame of the previous
+    distinct picture instead of frame t-1 (the same where the picture changes; the --temporal pairs of training)."""
 
     def __init__(self, data: dict, window: int, indices: list[int], nn_index: torch.Tensor | None = None,
-                 distinct: bool = False):
+                 distinct: bool = False, prev_picture: bool = False):
         self.cond = stack_window(data["maps"], window, data["repeats"] if distinct else None)
         self.images, self.mask, self.indices, self.nn = data["images"], data["mask"], list(indices), nn_index
+        t = torch.arange(self.images.shape[0])
+        self.prev = ((hold_index(data["repeats"]) if prev_picture else t) - 1).clamp_min(0).tolist()
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
         t = self.indices[i]
-        tp = max(t - 1, 0)
+        tp = self.prev[t]
         out = {"cond": self.cond[t], "image": self.images[t], "mask": self.mask[t], "index": t,
                "cond_prev": self.cond[tp], "image_prev": self.images[tp], "mask_prev": self.mask[tp]}
         if self.nn is not None:
@@ -167,7 +184,8 @@ def nearest_frames(feats: torch.Tensor, train_idx: list[int]) -> torch.Tensor:
 
 
 def build_portrait_data(cfg: DVPConfig, data: str | None) -> DataBundle:
-    d = _prepare(data or DEFAULT_VIDEO, cfg.track, cfg.frames, cfg.size, cfg.mouth, cfg.mouth and cfg.mouth_fill)
+    d = _prepare(data or DEFAULT_VIDEO, cfg.track, cfg.frames, cfg.size, cfg.mouth, cfg.mouth and cfg.mouth_fill,
+                 cfg.hold_repeats)
     T = d["images"].shape[0]
     n_train = int(round(cfg.train_frac * T))
     if not 2 <= n_train <= T - 2:
@@ -177,7 +195,8 @@ def build_portrait_data(cfg: DVPConfig, data: str | None) -> DataBundle:
     nn = nearest_frames(d["feats"], train_idx)
     info = {"cond_channels": cfg.window * COND_CHANNELS, "mean_image": d["images"][:n_train].mean(0), "frames": T}
     w, dw = cfg.window, cfg.distinct_window
-    return DataBundle(PortraitFrames(d, w, train_idx, distinct=dw), PortraitFrames(d, w, val_idx, nn, dw), info)
+    train = PortraitFrames(d, w, train_idx, distinct=dw, prev_picture=dw)
+    return DataBundle(train, PortraitFrames(d, w, val_idx, nn, dw), info)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -227,7 +246,7 @@ class DeepVideoPortraits(Method):
                       "ckpt_every": 250, "eval_batches": 0, "threads": 1}
     # what runs saved before these fields existed were trained and conditioned with
     legacy_config = {"mouth_fill": False, "shift": 0.0, "rotate": 0.0, "zoom": 0.0, "temporal": 0.0,
-                     "past_dropout": 0.0, "distinct_window": False}
+                     "past_dropout": 0.0, "distinct_window": False, "hold_repeats": False}
 
     @classmethod
     def build_data(cls, cfg, data, seed):
