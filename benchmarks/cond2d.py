@@ -15,6 +15,11 @@ cameras, never on held-out views or generated frames). Runs resume after a kill 
     python benchmarks/cond2d.py compare --task scene --steps 1000 --batch 4 --out runs/cond2d/scene
     python benchmarks/cond2d.py compare --task face --steps 1000 --batch 4 --out runs/cond2d/face
 
+edit: the edited-scene check alone, on runs already trained (one segmenter scores every run given; the runs must
+share one scene task), e.g. two configurations of one method side by side:
+
+    python benchmarks/cond2d.py edit --runs runs/cond2d/sceneg/pix2pix runs/cond2d/sceneg/pix2pixhd --out runs/x
+
 speed: for each method at 128^2 and 256^2 (default model configs, batch 1, 6 condition channels = the labels -> scene
 task) it prints training iterations per second (one d + g step through the method's own `loss`), inference
 frames per second (`generate_clip` on an 8-frame clip, vid2vid sequentially) — on CPU per CPU second of this
@@ -158,7 +163,8 @@ def edit_check(models: dict, bundle, a, out: Path) -> dict:
     segment = fit_segmenter(images, labels, k, steps=a.seg_steps, seed=a.seed)
     res: dict = {"segmenter_cpu_s": time.process_time() - t0, "segmenter_frames": images.shape[0]}
     held = segment(seq.target[n - n_test:])
-    res["segmenter_miou_real_heldout"] = sum(mask_iou(held, seq.instances[n - n_test:], c) for c in range(k)) / k
+    per_class = [mask_iou(held, seq.instances[n - n_test:], c) for c in range(k)]
+    res["segmenter_iou_real_heldout"], res["segmenter_miou_real_heldout"] = per_class, sum(per_class) / k
     cams = info["cameras"][n - n_test:]
     for edit, obj, by in EDITS:
         new_spec, label = edit_scene_spec(spec, edit, obj, by)
@@ -256,22 +262,53 @@ def compare(a) -> None:
     if "psnr_label_colour" in table:
         lines += ["", f"labels -> per-label mean colour of the train frames: held-out PSNR {table['psnr_label_colour']:.2f}"]
     if "edit" in table:
-        e = table["edit"]
-        lines += ["", f"edited scene, mask IoU of the edited object (segmenter: {a.seg_steps} steps, mIoU on real "
-                      f"held-out frames {e['segmenter_miou_real_heldout']:.3f})", "",
-                  "| edit | " + " | ".join(models) + " | real edited render |", "|---" * (len(models) + 2) + "|"]
-        for edit, _, _ in EDITS:
-            row = e[edit]
-            lines.append(f"| {edit} {row['object']} by {row['by']} | "
-                         + " | ".join(f"{row[m]:.3f}" for m in models) + f" | {row['real']:.3f} |")
+        lines += [""] + edit_table(table["edit"], list(models), a.seg_steps)
     text = "\n".join(lines)
     (out / "table.md").write_text(text + "\n")
     print(text)
 
 
+def edit_table(res: dict, names, seg_steps: int) -> list[str]:
+    lines = [f"edited scene, mask IoU of the edited object (segmenter: {seg_steps} steps, mIoU on real held-out "
+             f"frames {res['segmenter_miou_real_heldout']:.3f}; per label "
+             + " ".join(f"{v:.3f}" for v in res.get("segmenter_iou_real_heldout", [])) + ")", "",
+             "| edit | " + " | ".join(names) + " | real edited render |", "|---" * (len(names) + 2) + "|"]
+    for edit, _, _ in EDITS:
+        row = res[edit]
+        lines.append(f"| {edit} {row['object']} by {row['by']} | "
+                     + " | ".join(f"{row[m]:.3f}" for m in names) + f" | {row['real']:.3f} |")
+    return lines
+
+
+def edit_runs(a) -> None:
+    """The edited-scene check on trained runs (`--runs DIR ...`, one task): one segmenter scores them all."""
+    from neuralrender.methods._cond2d import _sequences
+    from neuralrender.train.trainer import load_run
+
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models, task = {}, None
+    for run in a.runs:
+        model, _, _, _ = load_run(run, device="cpu")
+        if model.cfg.task not in SCENE_TASKS or task not in (None, model.cfg.task):
+            raise SystemExit(f"{run}: task {model.cfg.task}; the edit check needs runs of one scene task")
+        task, a.size, a.frames = model.cfg.task, model.cfg.size, model.cfg.frames
+        models[f"{Path(run).parent.name}/{Path(run).name}"] = model
+    a.task = task
+    with torch.no_grad():
+        res = edit_check(models, _sequences(task, a.size, a.frames), a, out)
+    (out / "edit.json").write_text(json.dumps({"task": task, "runs": a.runs, "seed": a.seed, "seg_steps": a.seg_steps,
+                                               **res}, indent=1))
+    text = "\n".join([f"task {task}, runs: {' '.join(a.runs)}", ""] + edit_table(res, list(models), a.seg_steps))
+    (out / "edit.md").write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", nargs="?", choices=["speed", "compare"], default="speed")
+    ap.add_argument("mode", nargs="?", choices=["speed", "compare", "edit"], default="speed")
+    ap.add_argument("--runs", nargs="+", default=[], help="edit: trained run directories of one scene task")
     ap.add_argument("--methods", nargs="+", default=["pix2pix", "pix2pixhd", "vid2vid"])
     sp = ap.add_argument_group("speed")
     sp.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
@@ -288,13 +325,16 @@ def main() -> None:
     cp.add_argument("--clip-len", type=int, default=4, help="vid2vid training clip length")
     cp.add_argument("--lr", type=float, default=2e-4)
     cp.add_argument("--seed", type=int, default=0)
-    cp.add_argument("--seg-steps", type=int, default=1500, help="segmenter training steps (edit check)")
+    cp.add_argument("--seg-steps", type=int, default=3000, help="segmenter training steps (edit check)")
     cp.add_argument("--no-edit", action="store_true", help="skip the edited-scene check")
     cp.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="per-method config overrides")
     cp.add_argument("--out", default="runs/cond2d_compare")
     a = ap.parse_args()
     if a.mode == "compare":
         compare(a)
+        return
+    if a.mode == "edit":
+        edit_runs(a)
         return
     dev = torch.device(a.device)
     if dev.type == "cpu":

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--edit", choices=["none", "move", "duplicate"], default="none")
     ap.add_argument("--object", default="globe")
     ap.add_argument("--by", type=float, nargs=3, default=[-0.3, 0.0, -1.1])
-    ap.add_argument("--seg-steps", type=int, default=1500, help="segmenter training steps")
+    ap.add_argument("--seg-steps", type=int, default=3000, help="segmenter training steps")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = ap.parse_args(argv)

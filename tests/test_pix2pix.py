@@ -119,6 +119,32 @@ def test_edit_scene_spec_moves_and_duplicates():
         edit_scene_spec(spec, "move", "teapot", (0, 0, 0))
 
 
+def test_random_layout_renders_turn_keeps_the_layout(monkeypatch):
+    """The segmenter's training renders: `turn` only adds a random yaw per object (not the floor) to the same
+    random layout (session 4's renders are turn=False, layouts=6)."""
+    from types import SimpleNamespace
+
+    from neuralrender.data import conditions
+    from neuralrender.data.scenes import load_scene
+
+    specs = []
+
+    def fake_render(s, cams):
+        specs.append(s)
+        return SimpleNamespace(images=torch.zeros(len(cams), 3, 2, 2), labels=torch.zeros(len(cams), 1, 2, 2))
+
+    monkeypatch.setattr(conditions, "render_scene_labels", fake_render)
+    spec = load_scene("default")
+    ims, _ = conditions.random_layout_renders(spec, list(range(4)), layouts=2, turn=False)
+    conditions.random_layout_renders(spec, list(range(4)), layouts=2, turn=True)
+    assert ims.shape[0] == 4 and len(specs) == 4
+    for plain, turned in zip(specs[:2], specs[2:]):
+        assert [(o.name, o.translate) for o in plain.objects] == [(o.name, o.translate) for o in turned.objects]
+        for o, t in zip(plain.objects, turned.objects):
+            assert (o.rotate_deg == t.rotate_deg) == (o.name == "floor")
+    assert len(specs[1].objects) == len(spec.objects) + 1  # every other layout duplicates an object
+
+
 def test_segmenter_and_mask_iou():
     """The edit check's segmenter learns a toy two-class image set (squares of one texture on another);
     mask_iou is 1 for identical masks and 0 for disjoint ones."""
@@ -161,6 +187,9 @@ def test_pix2pixhd_pixel_coords():
     c = pixel_coords(torch.zeros(2, 5, 3, 4))
     assert c.shape == (2, 2, 3, 4)
     assert torch.equal(c[0, 0, 1], torch.linspace(-1, 1, 4)) and torch.equal(c[1, 1, :, 2], torch.linspace(-1, 1, 3))
+    f = pixel_coords(torch.zeros(1, 1, 8, 8), octaves=2)  # + sin, cos(pi x), sin, cos(pi y), then 2 pi
+    assert f.shape == (1, 10, 8, 8) and torch.equal(f[:, :2], pixel_coords(torch.zeros(1, 1, 8, 8)))
+    assert torch.allclose(f[0, 2:4], torch.sin(torch.pi * f[0, :2])) and torch.allclose(f[0, 8:], torch.cos(2 * torch.pi * f[0, :2]))
 
 
 def test_pix2pixhd_run_saved_before_up_and_coords_loads_as_it_was_trained(tmp_path, load_as_old_run):

@@ -254,11 +254,14 @@ def edit_scene_spec(spec, edit: str, obj: str, by) -> tuple[object, int]:
     return dataclasses.replace(spec, objects=objs), o.label
 
 
-def random_layout_renders(spec, cams, seed: int = 0, layouts: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def random_layout_renders(spec, cams, seed: int = 0, layouts: int = 24,
+                          turn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Renders (images [N,3,H,W], labels [N,1,H,W]) of the scene rearranged at random: every object but the floor
-    moved by up to 1.2 in x and z, every other layout also duplicating one object; each layout seen from every
-    other camera of `cams`. Training data for the segmenter of the edit check (give it training cameras only)."""
-    g = torch.Generator().manual_seed(seed + 1)
+    moved by up to 1.2 in x and z (turn: and turned about the vertical axis by a random angle), every other layout
+    also duplicating one object (the same layouts with and without turn); each layout seen from every other
+    camera of `cams`. Training data for the segmenter of the edit check (give it training cameras only).
+    Session 4's segmenter trained on layouts=6, turn=False."""
+    g, g_turn = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed + 2)
     movable = [o.name for o in spec.objects if o.name != "floor"]
     ims, labs = [], []
     for i in range(layouts):
@@ -270,6 +273,10 @@ def random_layout_renders(spec, cams, seed: int = 0, layouts: int = 6) -> tuple[
             name = movable[int(torch.randint(len(movable), (1,), generator=g))]
             dx, dz = (torch.rand(2, generator=g) * 2.4 - 1.2).tolist()
             s, _ = edit_scene_spec(s, "duplicate", name, (dx, 0.0, dz))
+        if turn:
+            yaw = (torch.rand(len(s.objects), generator=g_turn) * 360).tolist()
+            s = dataclasses.replace(s, objects=[o if o.name == "floor" else dataclasses.replace(
+                o, rotate_deg=(o.rotate_deg[0], y, o.rotate_deg[2])) for o, y in zip(s.objects, yaw)])
         r = render_scene_labels(s, cams[i % 2::2])
         ims.append(r.images)
         labs.append(r.labels)

@@ -49,6 +49,9 @@ class Pix2PixHDConfig(CondTaskConfig):
                 "paper's 3x3 stride-2 transposed convs, which leave a checkerboard/grid pattern)"})
     coords: bool = field(default=True, metadata={
         "help": "append x, y pixel coordinates in [-1,1] to the generator input (CoordConv; not in the paper)"})
+    coord_octaves: int = field(default=0, metadata={
+        "help": "with coords: also sin/cos Fourier features of x and y at this many octaves (periods W, W/2, ... "
+                "pixels; 0 = plain x, y; not in the paper)"})
     global_steps: int = field(default=0, metadata={
         "help": "steps training only G1 at half resolution first (the paper's coarse-to-fine schedule; 0 = joint from the start)"})
     num_d: int = field(default=2, metadata={"help": "discriminator scales"})
@@ -79,7 +82,7 @@ class Pix2PixHD(Method):
     def __init__(self, cfg: Pix2PixHDConfig, info):
         super().__init__(cfg, info)
         c, fc = info["cond_channels"], cfg.feat_channels
-        self.generator = LocalEnhancer(c + fc + (2 if cfg.coords else 0), 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
+        self.generator = LocalEnhancer(c + fc + (2 + 4 * cfg.coord_octaves if cfg.coords else 0), 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
                                        cfg.n_blocks_local, up=cfg.up)
         self.discriminator = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.encoder = InstanceFeatureEncoder(3, fc) if fc > 0 else None
@@ -118,7 +121,7 @@ class Pix2PixHD(Method):
         """cond [B,C,H,W] (+ instance features [B,F,H,W]) -> image [B,3,H,W] (coarse: G1 only, [B,3,H/2,W/2])."""
         x = cond if feat is None else torch.cat([cond, feat], 1)
         if self.cfg.coords:
-            x = torch.cat([x, pixel_coords(x)], 1)
+            x = torch.cat([x, pixel_coords(x, self.cfg.coord_octaves)], 1)
         return self.generator.global_only(x) if coarse else self.generator(x)
 
     def _coarse(self, step: int) -> bool:

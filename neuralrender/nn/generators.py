@@ -61,12 +61,16 @@ def _front(cin: int, width: int, n_down: int, norm: str, max_width: int) -> tupl
     return nn.Sequential(*layers), c
 
 
-def pixel_coords(x: torch.Tensor) -> torch.Tensor:
-    """[B,C,H,W] -> [B,2,H,W]: each pixel's x and y, -1 .. 1 across the image."""
+def pixel_coords(x: torch.Tensor, octaves: int = 0) -> torch.Tensor:
+    """[B,C,H,W] -> [B,2,H,W]: each pixel's x and y, -1 .. 1 across the image. octaves > 0 appends Fourier
+    features (Tancik et al. 2020) sin, cos(2^k pi x) and of y for k < octaves: [B,2+4*octaves,H,W] (periods W/2^k
+    pixels: k = 4 is 4 pixels at 64^2)."""
     B, _, H, W = x.shape
     ys = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype)
     xs = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype)
-    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), 0).expand(B, 2, H, W)
+    xy = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), 0)
+    feats = [xy] + [f(2**k * torch.pi * xy) for k in range(octaves) for f in (torch.sin, torch.cos)]
+    return torch.cat(feats, 0).expand(B, -1, H, W)
 
 
 UP_MODES = ("transpose", "bilinear", "nearest")
