@@ -17,7 +17,7 @@ extra is installed, otherwise the reason is printed; for copart (and, for compar
 clips with mediapipe reference poses beside them: landmark regression error from part centres / keypoints
 (fit on train videos, measured on test videos, pixels) and foreground IoU of copart's parts vs a motion mask.
 compare: trains each variant (a method, or a fomm ablation) in its own 1-thread subprocess with the same steps,
-batch, lr, seed and data augmentation (on unless --no-augment; skipped when its run already holds that step's
+batch, lr, seed and data augmentation (off unless --augment; skipped when its run already holds that step's
 checkpoint), records the CPU seconds it took, evaluates all of them as `eval` does and prints one table with copy-source on top.
 """
 
@@ -326,7 +326,7 @@ def train_variant(name: str, out: Path, args) -> dict:
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
            "--size", str(args.size), "--seed", str(args.seed), "--threads", "1", "--eval-every", str(args.steps),
            "--ckpt-every", str(min(args.steps, 500)), "--keep-ckpts", "0", "--quiet", "true", "--out", str(out),
-           *extra, *(["--augment", "false"] if args.no_augment else [])]
+           *extra, *(["--augment", "true"] if args.augment else [])]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     print(f"[compare] training {name}: {' '.join(cmd[2:])}", flush=True)
@@ -484,8 +484,8 @@ def main() -> None:
     cp.add_argument("--size", type=int, default=64)
     cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--out", default="runs/animation_compare")
-    cp.add_argument("--no-augment", action="store_true",
-                    help="train without the flips / colour jitter of the training pairs (the runs of sessions 1-4)")
+    cp.add_argument("--augment", action="store_true",
+                    help="train with the official flips / colour jitter of the training pairs (`--augment true`)")
     cp.add_argument("--device", default="cpu")
     fg = sub.add_parser("figures", help="docs images from the runs of `compare`")
     fg.add_argument("--root", default="runs/animation_compare/weizmann")

@@ -225,7 +225,7 @@ def test_part_tracking_follows_moving_parts_and_flags_static_ones():
 def test_monkey_net_run_saved_before_gate_loads_ungated(shared_data, tmp_path, load_as_old_run):
     """A run whose config.yaml predates `gate` (and `output`, `augment`) loads as it was trained: ungated, paper
     output, no augmentation."""
-    trainer("monkey-net", tmp_path / "run", 1, gate="none", output="decoded").run()
+    trainer("monkey-net", tmp_path / "run", 1, gate="none", output="decoded", augment=True).run()  # augmented
     model = load_as_old_run(tmp_path / "run", "gate", "output", "augment")
     assert model.cfg.gate == "none" and model.cfg.output == "decoded"
-    assert not model.cfg.augment  # and without augmentation (session 5's default)
+    assert not model.cfg.augment  # runs before session 5 trained without augmentation

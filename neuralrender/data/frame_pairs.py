@@ -7,8 +7,8 @@ Split: "video" holds out whole videos (the papers' protocol), "time" holds out t
 of every video (a contiguous segment, never interleaved frames), "auto" = "video" when there are at least
 `min_videos_for_video_split` videos, else "time".
 Train items are random pairs drawn from a per-item seeded generator (item i is always the same pair).
-Augmentation (`augment`, on by default for training pairs only): the official FOMM / Monkey-Net data
-augmentation (their `augmentation.py` with the Tai-Chi / VoxCeleb configs' `flip_param` and `jitter_param`),
+Augmentation (`augment`, training pairs only; off by default, see docs/methods/animation.md): the official
+FOMM / Monkey-Net data augmentation (their `augmentation.py`, the Tai-Chi / VoxCeleb configs' `flip_param`, `jitter_param`),
 the same transform for both frames of a pair: time flip (swap source and driving) and horizontal flip, each
 with p = 0.5, and colour jitter with brightness, contrast, saturation factors in [0.9, 1.1] and a hue shift in
 [-0.1, 0.1] (torchvision ColorJitter semantics, the four in a random order). Two departures from the official

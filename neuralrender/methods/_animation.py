@@ -36,8 +36,10 @@ class AnimationDataConfig:
     test_fraction: float = field(default=0.25, metadata={"help": "fraction of videos (or of each video) held out"})
     eval_stride: int = field(default=1, metadata={"help": "use every Nth frame of the test videos for eval"})
     max_frames: int = field(default=0, metadata={"help": "decode at most this many frames per video (0 = all)"})
-    augment: bool = field(default=True, metadata={"help": "the official FOMM / Monkey-Net augmentation of the "
-                                                          "training pairs: time and horizontal flips, colour jitter"})
+    augment: bool = field(default=False, metadata={"help": "the official FOMM / Monkey-Net augmentation of the "
+                                                           "training pairs: time and horizontal flips, colour jitter "
+                                                           "(off: at 500 steps it raised fomm's and monkey-net's "
+                                                           "held-out L1; docs/methods/animation.md)"})
 
 
 def draw_keypoints(images: torch.Tensor, kp: torch.Tensor, radius: float | None = None) -> torch.Tensor:
