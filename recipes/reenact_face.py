@@ -6,7 +6,8 @@
 1. Tracks both videos (Face2Face-style, `neuralrender.faces.tracking`), or loads --source-track / --target-track.
 2. Trains the target's Deep Video Portraits renderer (`dvp`, first 80% of the target's frames; default budget:
    1000 steps, batch 4, lr 5e-4, U-Net / PatchGAN width 16, window 3, lip blobs + filled inner lips, eye/lip L1
-   weight 4, random shift / rotation / zoom of the training pairs, 128², 1 thread), or loads --run.
+   weight 4, random shift / rotation / zoom of the training pairs, tracked parameters held on repeated pictures,
+   distinct-picture window, 128², 1 thread), or loads --run.
 3. Transfers the source's expression (--expression: absolute, relative or normalised to the target's range) and
    relative head pose onto the target's identity, lighting and camera, rasterizes the conditioning maps, runs the
    renderer, and writes OUT/reenact.mp4 (source | conditioning | output), OUT/face2face.mp4 (Face2Face-style: the
