@@ -86,7 +86,7 @@ def test_smoke_shapes_checkpoint_round_trip(scene, tmp_path):
     assert meta["step"] == 3
     cams = bundle.val.cameras[:2]
     tr.model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), tr.ema_weights():  # load_run gives the averaged weights (ema on by default)
         a, b = tr.model(cams), model(cams)
     assert a["rgb"].shape == (2, 3, 32, 32) and a["depth"].shape == (2, 1, 32, 32)
     assert a["weights"].shape == (2, 1, 8, 16, 16)
@@ -177,7 +177,10 @@ def test_bad_inputs_are_named(scene, tmp_path):
         t2.run()
 
 
-LEARN = {"grid_res": 16, "depth_bins": 16, "render_depth": 3, "render_width": 16, "lr": 1e-3, "ckpt_every": 0}
+# ema off: after 200 steps the default average (0.99, ~100 steps) still holds 13% of the initial weights and grid
+# (measured with it: 18.2 dB, depth 6.9%); the learning tests check what the steps learn
+LEARN = {"grid_res": 16, "depth_bins": 16, "render_depth": 3, "render_width": 16, "lr": 1e-3, "ckpt_every": 0,
+         "ema": 0.0}
 
 
 @pytest.fixture(scope="module")

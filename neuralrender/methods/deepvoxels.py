@@ -113,8 +113,10 @@ class DeepVoxels(Method):
     description = "DeepVoxels: persistent 3D feature grid + occlusion-aware projection, from posed images only"
     Config = DeepVoxelsConfig
     phases = ("d", "g")
+    # ema: evaluate and render the average of the last ~100 steps' nets and persistent grid (a parameter when
+    # grid_lr > 0), not the last training pair's write (docs/methods/deepvoxels.md, session 5)
     train_defaults = {"lr": 4e-4, "batch_size": 1, "steps": 3000, "eval_every": 500, "ckpt_every": 250,
-                      "eval_batches": 0}
+                      "eval_batches": 0, "ema": 0.99}
     legacy_config = {"bounds": "auto", "ray_box": False}  # runs saved before these fields existed
 
     @classmethod
