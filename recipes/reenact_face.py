@@ -81,7 +81,7 @@ def driving_conditioning(cfg, face, src, tgt, src_frames: torch.Tensor, pose: st
     n = min(T, src_frames.shape[0])
     rep = torch.zeros(T, dtype=torch.bool)
     rep[:n] = repeated_frames(src_frames[:n])
-    h = hold_index(rep) if getattr(cfg, "hold_repeats", False) else torch.arange(T)
+    h = hold_index(rep) if cfg.hold_repeats else torch.arange(T)
     fitted = src.lm_pred if src.lm_pred is not None else face.landmarks_2d(src.params, src.width, src.height,
                                                                            src.landmarks)[0]
     sp, slm, fitted = src.params.index(h), src.landmarks[h], fitted[h]
