@@ -154,10 +154,7 @@ def train_for(method: str, data: str, out: Path, cpu_seconds: float | None, step
         budget.update(curve=curve, eval_cpu_seconds=round(eval_cpu, 1), val_views=[int(i) for i in val.indices])
     tr.save()
     ev = tr.evaluate()
-    if tr.ema is not None:  # the orbit and the images below show the model that was evaluated (as load_run does)
-        with torch.no_grad():
-            for n, p in tr._ema_params():
-                p.copy_(tr.ema[n])
+    tr.keep_ema_weights()  # the orbit and the images below show the model that was evaluated (as load_run does)
     return tr, ev, budget
 
 

@@ -126,3 +126,18 @@ def test_step_output_runs_the_generator_once_per_gan_step():
     assert len(calls) == 3
     m.step_output(2, "g", gen)  # stale cache of step 1: recomputed
     assert len(calls) == 4
+
+
+def test_keep_ema_weights_matches_load_run(tmp_path, shared_data):
+    """After training, keep_ema_weights puts the averaged weights in the model: the same weights load_run gives."""
+    from neuralrender.train.trainer import load_run
+
+    tr = make_trainer(tmp_path / "run", 10, ckpt_every=0, ema=0.9)
+    tr.run()
+    raw = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
+    tr.keep_ema_weights()
+    loaded, _, _, _ = load_run(tmp_path / "run", device="cpu")
+    kept = dict(tr.model.named_parameters())
+    assert any(not torch.equal(raw[n], kept[n]) for n in raw)  # the average differs from the last step's weights
+    for n, p in loaded.named_parameters():
+        assert torch.equal(p, kept[n]), n

@@ -232,6 +232,14 @@ class Trainer:
         self.step += 1
         return logs
 
+    def keep_ema_weights(self) -> None:
+        """Copy the EMA weights into the model for good (what load_run gives): for a caller that renders after
+        training ends. No-op without EMA."""
+        if self.ema is not None:
+            with torch.no_grad():
+                for n, p in self._ema_params():
+                    p.copy_(self.ema[n])
+
     @contextlib.contextmanager
     def ema_weights(self):
         if self.ema is None:
