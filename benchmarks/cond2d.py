@@ -132,7 +132,8 @@ def method_overrides(name: str, a) -> dict:
     """The budget shared by all methods + each method's schedule scaled to the step count."""
     common = {"task": a.task, "size": a.size, "frames": a.frames, "eval_clip": a.eval_clip, "steps": a.steps,
               "batch_size": a.batch, "lr": a.lr, "threads": 1, "seed": a.seed, "quiet": True, "eval_every": 0,
-              "eval_batches": 0, "ckpt_every": max(1, a.steps // 4), "resume": True, "device": "cpu"}
+              "eval_batches": 0, "ckpt_every": max(1, a.steps // 4), "resume": True, "device": "cpu",
+              **({"layouts": a.layouts} if a.layouts else {})}
     own = {"vid2vid": {"spatial_steps": a.steps // 4, "temporal_every": a.steps // 4, "clip_len": a.clip_len,
                        "clip_start": max(2, a.clip_len // 2)}}.get(name, {})
     for item in a.set:  # NAME.KEY=VALUE
@@ -325,6 +326,9 @@ def main() -> None:
     cp.add_argument("--clip-len", type=int, default=4, help="vid2vid training clip length")
     cp.add_argument("--lr", type=float, default=2e-4)
     cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--layouts", type=int, default=0,
+                    help="scene tasks: train every method also on this many random layouts of the scene (training "
+                         "cameras only; `layouts` of the method configs)")
     cp.add_argument("--seg-steps", type=int, default=3000, help="segmenter training steps (edit check)")
     cp.add_argument("--no-edit", action="store_true", help="skip the edited-scene check")
     cp.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="per-method config overrides")

@@ -32,6 +32,7 @@ from neuralrender.graphics.skeleton import POSE33_EDGES
 
 __all__ = ["CondSequence", "CondVideoDataset", "TASKS", "build_task", "label_condition", "scene_camera_path",
            "scene_label_sequences", "render_scene_labels", "scene_condition", "GBUFFER_EXTRA", "SCENE_TASKS", "edit_scene_spec", "random_layout_renders",
+           "random_layout_specs", "layout_sequences", "LAYOUT_SEED",
            "face_edge_sequences", "body_pose_sequences", "DLIB68_POLYLINES", "POSE33_EDGES"]
 
 TASKS = ("scene", "face", "body", "scene-gbuffer")
@@ -254,16 +255,12 @@ def edit_scene_spec(spec, edit: str, obj: str, by) -> tuple[object, int]:
     return dataclasses.replace(spec, objects=objs), o.label
 
 
-def random_layout_renders(spec, cams, seed: int = 0, layouts: int = 24,
-                          turn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Renders (images [N,3,H,W], labels [N,1,H,W]) of the scene rearranged at random: every object but the floor
-    moved by up to 1.2 in x and z (turn: and turned about the vertical axis by a random angle), every other layout
-    also duplicating one object (the same layouts with and without turn); each layout seen from every other
-    camera of `cams`. Training data for the segmenter of the edit check (give it training cameras only).
-    Session 4's segmenter trained on layouts=6, turn=False."""
+def random_layout_specs(spec, seed: int = 0, layouts: int = 24, turn: bool = True):
+    """`layouts` random rearrangements of a scene spec (a generator of specs): every object but the floor moved by
+    up to 1.2 in x and z (turn: and turned about the vertical axis by a random angle), every other layout also
+    duplicating one object (the same layouts with and without turn). Seeded: the same seed, the same layouts."""
     g, g_turn = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed + 2)
     movable = [o.name for o in spec.objects if o.name != "floor"]
-    ims, labs = [], []
     for i in range(layouts):
         s = spec
         for name in movable:
@@ -277,11 +274,45 @@ def random_layout_renders(spec, cams, seed: int = 0, layouts: int = 24,
             yaw = (torch.rand(len(s.objects), generator=g_turn) * 360).tolist()
             s = dataclasses.replace(s, objects=[o if o.name == "floor" else dataclasses.replace(
                 o, rotate_deg=(o.rotate_deg[0], y, o.rotate_deg[2])) for o, y in zip(s.objects, yaw)])
+        yield s
+
+
+def random_layout_renders(spec, cams, seed: int = 0, layouts: int = 24,
+                          turn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renders (images [N,3,H,W], labels [N,1,H,W]) of the scene rearranged at random (random_layout_specs), each
+    layout seen from every other camera of `cams` (layout i: cams[i % 2::2]). Training data for the segmenter of
+    the edit check (give it training cameras only). Session 4's segmenter trained on layouts=6, turn=False."""
+    ims, labs = [], []
+    for i, s in enumerate(random_layout_specs(spec, seed, layouts, turn)):
         r = render_scene_labels(s, cams[i % 2::2])
         ims.append(r.images)
         labs.append(r.labels)
     return torch.cat(ims), torch.cat(labs)
 
+
+LAYOUT_SEED = 1000  # the models' training layouts use seed LAYOUT_SEED + run seed; the edit check's segmenter
+#                     uses the run seed (0, 1, ...): the instrument never sees the models' training layouts
+
+
+def layout_sequences(spec, cams, num_classes: int, gbuffer: bool = False, seed: int = LAYOUT_SEED,
+                     layouts: int = 24, turn: bool = False) -> list[CondSequence]:
+    """Training data for a scene model that must render edited scenes: `layouts` random rearrangements of the
+    scene (random_layout_specs), layout i rendered from cams[i % 2::2] (give it training cameras only) as one
+    CondSequence each: its condition (scene_condition), real render, exact flow between consecutive views."""
+    from neuralrender.graphics.flow import rigid_flow
+
+    seqs = []
+    for i, s in enumerate(random_layout_specs(spec, seed, layouts, turn)):
+        c = cams[i % 2::2]
+        source = f"{spec.source} (random layout {i}, seed {seed})"
+        cond, r = scene_condition(s, c, num_classes, source, gbuffer)
+        n, h, w = cond.shape[0], cond.shape[-2], cond.shape[-1]
+        depth = r.depth[:, 0]
+        flow, mask = torch.zeros(n, 2, h, w), torch.zeros(n, 1, h, w)
+        if n > 1:
+            flow[1:], mask[1:] = rigid_flow(depth[1:], c[1:], c[:-1], source_depth=depth[:-1])
+        seqs.append(CondSequence(source, cond, r.images, flow, mask, r.labels.long()))
+    return seqs
 
 
 # ------------------------------------------------------------------------------------------ task 2: face

@@ -13,7 +13,17 @@ from typing import Literal
 
 import torch
 
-from neuralrender.data.conditions import GBUFFER_EXTRA, SCENE_TASKS, CondVideoDataset, build_task
+from torch.utils.data import ConcatDataset
+
+from neuralrender.data.conditions import (
+    GBUFFER_EXTRA,
+    LAYOUT_SEED,
+    SCENE_TASKS,
+    CondVideoDataset,
+    build_task,
+    layout_sequences,
+)
+from neuralrender.errors import NeuralRenderError
 from neuralrender.graphics.draw import colorize_labels
 from neuralrender.graphics.flow import warping_error
 from neuralrender.methods.base import DataBundle
@@ -30,6 +40,10 @@ class CondTaskConfig:
     eval_clip: int = field(default=8, metadata={"help": "frames per held-out evaluation clip (non-overlapping)"})
     gan_mode: Literal["lsgan", "vanilla", "hinge"] = field(default="lsgan", metadata={"help": "adversarial loss"})
     lambda_gan: float = field(default=1.0, metadata={"help": "weight of the adversarial term"})
+    layouts: int = field(default=0, metadata={
+        "help": "scene tasks: also train on this many random rearrangements of the scene (objects moved, every "
+                "other layout one duplicated), each rendered from every other training camera (0 = only the scene "
+                "as built); seeded LAYOUT_SEED + seed, apart from the edit check's segmenter"})
 
 
 @functools.lru_cache(maxsize=4)
@@ -37,14 +51,32 @@ def _sequences(task: str, size: int, frames: int):
     return build_task(task, size=size, frames=frames or None)
 
 
-def build_cond_data(cfg, train_clip: int) -> DataBundle:
-    """Train clips of train_clip frames (hop 1) and held-out clips of cfg.eval_clip frames (hop eval_clip)."""
+@functools.lru_cache(maxsize=2)
+def _layouts(task: str, size: int, frames: int, layouts: int, seed: int):
+    """The scene rearranged `layouts` times, from the training cameras only (data.conditions.layout_sequences)."""
+    seqs, info = _sequences(task, size, frames)
+    n = len(seqs[0])
+    cams = info["cameras"][: n - math.ceil(0.2 * n)]
+    return layout_sequences(info["spec"], cams, info["num_classes"], info["gbuffer"], LAYOUT_SEED + seed, layouts)
+
+
+def build_cond_data(cfg, train_clip: int, seed: int = 0) -> DataBundle:
+    """Train clips of train_clip frames (hop 1) and held-out clips of cfg.eval_clip frames (hop eval_clip).
+    cfg.layouts > 0 (scene tasks): every frame of that many random layouts is appended to the train clips; the
+    held-out clips and the mean image stay those of the scene as built."""
     seqs, info = _sequences(cfg.task, cfg.size, cfg.frames)
     train = CondVideoDataset(seqs, "train", clip_len=train_clip)
     val = CondVideoDataset(seqs, "val", clip_len=cfg.eval_clip, hop=cfg.eval_clip)
     images = torch.cat([s.target[: len(s) - math.ceil(0.2 * len(s))] for s in seqs])  # the train frames
     out = {"cond_channels": train.cond_channels, "mean_image": images.mean(0),
            "num_classes": info.get("num_classes", 1)}
+    layouts = getattr(cfg, "layouts", 0)
+    if layouts:
+        if cfg.task not in SCENE_TASKS:
+            raise NeuralRenderError(f"layouts={layouts} needs a scene task ({', '.join(SCENE_TASKS)}), "
+                                    f"not '{cfg.task}'")
+        extra = CondVideoDataset(_layouts(cfg.task, cfg.size, cfg.frames, layouts, seed), "all", clip_len=train_clip)
+        train = ConcatDataset([train, extra])
     return DataBundle(train, val, out)
 
 

@@ -77,7 +77,7 @@ class Pix2PixHD(Method):
 
     @classmethod
     def build_data(cls, cfg, data, seed):
-        return build_cond_data(cfg, train_clip=1)
+        return build_cond_data(cfg, train_clip=1, seed=seed)
 
     def __init__(self, cfg: Pix2PixHDConfig, info):
         super().__init__(cfg, info)

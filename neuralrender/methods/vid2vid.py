@@ -99,7 +99,7 @@ class Vid2Vid(Method):
 
     @classmethod
     def build_data(cls, cfg, data, seed):
-        return build_cond_data(cfg, train_clip=cfg.clip_len)
+        return build_cond_data(cfg, train_clip=cfg.clip_len, seed=seed)
 
     def __init__(self, cfg: Vid2VidConfig, info):
         super().__init__(cfg, info)
