@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from neuralrender.data.conditions import CondSequence, CondVideoDataset, label_condition
-from neuralrender.errors import DataError
+from neuralrender.errors import DataError, NeuralRenderError
 from neuralrender.io.checkpoint import load_checkpoint
 from neuralrender.train.trainer import Trainer, build_configs, load_run
 
@@ -197,3 +197,61 @@ def test_pix2pixhd_run_saved_before_up_and_coords_loads_as_it_was_trained(tmp_pa
     _trainer("pix2pixhd", tmp_path / "run", 1, up="transpose", coords=False, eval_batches=1).run()
     model = load_as_old_run(tmp_path / "run", "up", "coords")
     assert model.cfg.up == "transpose" and model.cfg.coords is False
+
+
+def test_layouts_append_random_layouts_from_training_cameras_only(monkeypatch):
+    """`layouts` (scene tasks): N random layouts, each from every other training camera, appended to the train
+    frames with the same condition channels; held-out clips and the mean image unchanged; 0 = the old data."""
+    from neuralrender.data import conditions
+    from neuralrender.methods import _cond2d
+    from neuralrender.methods.pix2pix import Pix2PixConfig
+
+    seen = {}
+    real = conditions.layout_sequences
+
+    def spy(spec, cams, *args, **kw):
+        seen["cams"], seen["args"] = cams, args
+        return real(spec, cams, *args, **kw)
+
+    monkeypatch.setattr(_cond2d, "layout_sequences", spy)
+    cfg = Pix2PixConfig(task="scene-gbuffer", size=24, frames=10, eval_clip=2)
+    plain = _cond2d.build_cond_data(cfg, train_clip=1)
+    more = _cond2d.build_cond_data(Pix2PixConfig(**{**cfg.__dict__, "layouts": 2}), train_clip=1, seed=1)
+    assert isinstance(plain.train, conditions.CondVideoDataset) and len(plain.train) == 8
+    assert len(more.train) == 8 + 2 * 4 and len(more.val) == len(plain.val)
+    assert torch.equal(more.info["mean_image"], plain.info["mean_image"])
+    info = _cond2d._sequences("scene-gbuffer", 24, 10)[1]
+    assert torch.equal(seen["cams"].t, info["cameras"][:8].t)  # the training cameras, never a held-out one
+    assert seen["args"][2] == conditions.LAYOUT_SEED + 1  # seeded apart from the segmenter (run seed)
+    item = more.train[len(more.train) - 1]
+    assert item["cond"].shape == plain.train[0]["cond"].shape and item["image"].shape == (1, 3, 24, 24)
+    assert not torch.equal(item["image"], plain.train[7]["image"])
+    clips = _cond2d.build_cond_data(Pix2PixConfig(**{**cfg.__dict__, "layouts": 2}), train_clip=3, seed=1)
+    assert len(clips.train) == 6 + 2 * 2 and clips.train[9]["flow"].shape == (3, 2, 24, 24)  # vid2vid: clips
+    with pytest.raises(NeuralRenderError, match="layouts=2 needs a scene task"):
+        _cond2d.build_cond_data(Pix2PixConfig(task="body", layouts=2), train_clip=1)
+
+
+def test_benchmark_edit_mode_scores_saved_runs(tmp_path, monkeypatch):
+    """benchmarks/cond2d.py edit: loads saved scene runs and scores both edits with one segmenter (a tiny one here)."""
+    import functools
+    import importlib.util
+    import json
+    from argparse import Namespace
+    from pathlib import Path
+
+    from neuralrender.data import conditions
+
+    _trainer("pix2pix", tmp_path / "run", 2, eval_batches=1).run()
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cond2d.py"
+    spec = importlib.util.spec_from_file_location("bench_cond2d", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(conditions, "random_layout_renders", functools.partial(conditions.random_layout_renders,
+                                                                               layouts=2))
+    bench.edit_runs(Namespace(runs=[str(tmp_path / "run")], out=str(tmp_path / "edit"), seed=0, seg_steps=3))
+    res = json.loads((tmp_path / "edit" / "edit.json").read_text())
+    assert res["task"] == "scene" and res["segmenter_frames"] == 32 + 2 * 16
+    for edit in ("move", "duplicate"):
+        assert 0 <= res[edit][f"{tmp_path.name}/run"] <= 1 and 0 <= res[edit]["real"] <= 1
+        assert (tmp_path / "edit" / f"edit_{edit}.png").is_file()

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-
 from torch.utils.data import ConcatDataset
 
 from neuralrender.data.conditions import (
