@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         n_test = math.ceil(0.2 * frames)
         cams = cams[frames - n_test:]
         k = bundle.info["num_classes"]
-        seq = bundle.train.sequences[0]
+        seq = bundle.val.sequences[0]  # the scene as built (train may also hold `layouts`)
         n_train = len(seq) - n_test
         extra_img, extra_lab = random_layout_renders(spec, scene_camera_path(spec, frames, width=cfg.size,
                                                                              height=cfg.size)[:n_train])
