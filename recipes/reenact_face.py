@@ -67,12 +67,10 @@ def driving_conditioning(cfg, face, src, tgt, src_frames: torch.Tensor, pose: st
     source picture (`repeated_frames` of src_frames) keeps its first frame's tracked parameters and landmarks
     (`hold_index`), with cfg.distinct_window repeated pictures do not advance the window."""
     from neuralrender.faces.conditioning import (
-        MOUTH_IDS,
-        conditioning_maps,
-        eye_offsets_from_track,
         hold_index,
         repeated_frames,
         stack_window,
+        track_maps,
         transfer_params,
     )
     from neuralrender.faces.landmarks import inter_ocular
@@ -87,14 +85,7 @@ def driving_conditioning(cfg, face, src, tgt, src_frames: torch.Tensor, pose: st
     sp, slm, fitted = src.params.index(h), src.landmarks[h], fitted[h]
     p = transfer_params(sp, tgt.params, pose=pose, expression=expression, light=light)
     scale = (inter_ocular(tgt.landmarks).mean() / inter_ocular(src.landmarks).mean()).item()
-    eyes = eye_offsets_from_track(slm, fitted) * scale
-    lips = eye_offsets_from_track(slm, fitted, MOUTH_IDS) * scale
-    fill = cfg.mouth and cfg.mouth_fill
-    with torch.no_grad():
-        maps = torch.cat([conditioning_maps(face, p.index(torch.arange(s, min(s + 32, T))), tgt.width, tgt.height,
-                                            cfg.size, eyes[s:s + 32], mouth=cfg.mouth, mouth_offsets=lips[s:s + 32],
-                                            mouth_fill=fill)
-                          for s in range(0, T, 32)])
+    maps = track_maps(face, p, slm, fitted, tgt.width, tgt.height, cfg.size, cfg.mouth, cfg.mouth_fill, scale)
     return stack_window(maps, cfg.window, rep if cfg.distinct_window else None), p
 
 

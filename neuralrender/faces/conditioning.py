@@ -24,7 +24,7 @@ from neuralrender.faces.model import FaceModel, FaceParams, axis_angle_to_matrix
 from neuralrender.graphics.draw import gaussian_heatmaps
 
 __all__ = ["COND_CHANNELS", "EYE_IDS", "MOUTH_IDS", "conditioning_maps", "stack_window", "repeated_frames",
-           "hold_index", "eye_offsets_from_track", "polygon_coverage", "transfer_params", "transfer_expression", "edit_params", "face2face_composite",
+           "hold_index", "track_maps", "eye_offsets_from_track", "polygon_coverage", "transfer_params", "transfer_expression", "edit_params", "face2face_composite",
            "cond_to_rgb"]
 
 COND_CHANNELS = 5
@@ -130,6 +130,25 @@ def hold_index(repeats: torch.Tensor) -> torch.Tensor:
     new = ~repeats.bool().cpu()
     new[0] = True
     return torch.cummax(torch.where(new, t, torch.zeros_like(t)), 0).values
+
+
+def track_maps(model: FaceModel, p: FaceParams, landmarks: torch.Tensor, fitted: torch.Tensor, width: int,
+               height: int, size: int, mouth: bool = True, mouth_fill: bool = False, residual_scale: float = 1.0,
+               chunk: int = 32) -> torch.Tensor:
+    """Per-frame maps [T,5,size,size] of a track: parameters p [T] of width x height frames rendered with the eye
+    (and with `mouth` the lip) residuals of the detected `landmarks` [T,68,2] minus the `fitted` model landmarks
+    [T,68,2], times `residual_scale` (reenactment: the target's over the source's inter-ocular distance); in chunks
+    of `chunk` frames, without gradients. The one path from a track to conditioning, for training and driving."""
+    eyes = eye_offsets_from_track(landmarks, fitted)
+    lips = eye_offsets_from_track(landmarks, fitted, MOUTH_IDS)
+    if residual_scale != 1.0:
+        eyes, lips = eyes * residual_scale, lips * residual_scale
+    T = p.batch_size
+    with torch.no_grad():
+        return torch.cat([conditioning_maps(model, p.index(torch.arange(s, min(s + chunk, T))), width, height, size,
+                                            eyes[s:s + chunk], mouth=mouth, mouth_offsets=lips[s:s + chunk],
+                                            mouth_fill=mouth and mouth_fill)
+                          for s in range(0, T, chunk)])
 
 
 def cond_to_rgb(cond: torch.Tensor) -> torch.Tensor:

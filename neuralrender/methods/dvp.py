@@ -32,13 +32,11 @@ from torch.utils.data import Dataset
 from neuralrender.errors import DataError, NeuralRenderError
 from neuralrender.faces.conditioning import (
     COND_CHANNELS,
-    MOUTH_IDS,
     cond_to_rgb,
-    conditioning_maps,
-    eye_offsets_from_track,
     hold_index,
     repeated_frames,
     stack_window,
+    track_maps,
 )
 from neuralrender.losses.gan import discriminator_loss, generator_loss
 from neuralrender.methods.base import DataBundle, Method
@@ -133,13 +131,7 @@ def _prepare(video: str, track: str, frames: int, size: int, mouth: bool = True,
         if hold:
             h = hold_index(repeats)
             p, lm, fitted = p.index(h), lm[h], fitted[h]
-        offs = eye_offsets_from_track(lm, fitted)
-        moffs = eye_offsets_from_track(lm, fitted, MOUTH_IDS)
-        with torch.no_grad():
-            maps = torch.cat([conditioning_maps(model, p.index(torch.arange(s, min(s + 32, T))), W, H, size,
-                                                offs[s:s + 32], mouth=mouth, mouth_offsets=moffs[s:s + 32],
-                                                mouth_fill=mouth_fill)
-                              for s in range(0, T, 32)])
+        maps = track_maps(model, p, lm, fitted, W, H, size, mouth, mouth_fill)
     finally:
         torch.set_num_threads(old)
     mask = (maps[:, :3].amax(1, keepdim=True) > 0).float()
