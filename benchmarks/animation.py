@@ -5,6 +5,7 @@
     python benchmarks/animation.py compare --dataset weizmann --steps 1000 --variants x2face monkey-net fomm
     python benchmarks/animation.py figures --root runs/animation_compare/weizmann    # docs images
     python benchmarks/animation.py jacobians RUN_DIR    # fomm: learned Jacobians vs J = I at test time, per clip
+    python benchmarks/animation.py split RUN_DIR [RUN_DIR ...]   # held-out L1 on unchanging / changing pixels
 
 speed: each (method, size) row runs in its own subprocess (default model configs, batch 4 at 64^2 and 2 at 256^2,
 kp/seg scale 0.25 at 256^2 as in the paper) so that the peak-memory column (max RSS growth on CPU,
@@ -17,8 +18,8 @@ extra is installed, otherwise the reason is printed; for copart (and, for compar
 clips with mediapipe reference poses beside them: landmark regression error from part centres / keypoints
 (fit on train videos, measured on test videos, pixels) and foreground IoU of copart's parts vs a motion mask.
 compare: trains each variant (a method, or a fomm ablation) in its own 1-thread subprocess with the same steps,
-batch, lr, seed and data augmentation (off unless --augment; skipped when its run already holds that step's
-checkpoint), records the CPU seconds it took, evaluates all of them as `eval` does and prints one table with copy-source on top.
+batch, lr, seed, data augmentation (off unless --augment) and weight EMA (--ema, the same for all; skipped
+when its run already holds that step's checkpoint), records the CPU seconds it took, evaluates all of them as `eval` does and prints one table with copy-source on top.
 """
 
 from __future__ import annotations
@@ -326,7 +327,8 @@ def train_variant(name: str, out: Path, args) -> dict:
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
            "--size", str(args.size), "--seed", str(args.seed), "--threads", "1", "--eval-every", str(args.steps),
            "--ckpt-every", str(min(args.steps, 500)), "--keep-ckpts", "0", "--quiet", "true", "--out", str(out),
-           *extra, *(["--augment", "true"] if args.augment else [])]
+           *extra, *(["--augment", "true"] if args.augment else []),
+           *(["--ema", str(args.ema)] if args.ema is not None else [])]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     print(f"[compare] training {name}: {' '.join(cmd[2:])}", flush=True)
@@ -392,6 +394,42 @@ def cmd_jacobians(args) -> None:
         print(f"| {Path(info['sources'][v]).stem.split('_')[0]} | {'test' if v in info['test_videos'] else 'train'} | "
               f"{float(l1):.4f} | {float(l1_eye):.4f} | {float((src - g).abs().mean()):.4f} | "
               f"{float(dev.median()):.2f} / {float(dev.max()):.2f} |")
+
+
+@torch.no_grad()
+def cmd_split(args) -> None:
+    """Where a run's held-out L1 is: pixels that do not change (mean over channels of |frame - first frame| < 0.08)
+    and pixels that do; the share of the frame each covers and its contribution (share x mean) to the total L1;
+    the same for copy-source and for the method's warped source alone ('deformed'), and the mean blend weight
+    there (fomm's occlusion map O, monkey-net's gate)."""
+    from neuralrender.train.trainer import load_run
+
+    print("| run | part | share | L1 | contribution | copy-source | warp alone | O / gate |")
+    print("|---|---|---|---|---|---|---|---|")
+    for run in args.runs:
+        model, bundle, _, meta = load_run(run, device="cpu")
+        acc: dict = {}
+        for g in (c.float().div(255) for c in _test_clips(bundle)):
+            mov = (g - g[:1]).abs().mean(1, keepdim=True) > 0.08
+            outs = [model.reconstruct(g[:1].expand(d.shape[0], -1, -1, -1), d) for d in g.split(16)]
+            o = {k: torch.cat([x[k] for x in outs]) for k in ("prediction", "deformed", "occlusion_map", "gate")
+                 if k in outs[0]}
+            terms = {"pred": o["prediction"], "copy": g[:1].expand_as(g), "warp": o.get("deformed")}
+            terms = {k: (v - g).abs().mean(1, keepdim=True) for k, v in terms.items() if v is not None}
+            for k in ("occlusion_map", "gate"):
+                if k in o:
+                    terms["weight"] = torch.nn.functional.interpolate(o[k], size=g.shape[-2:], mode="bilinear",
+                                                                      align_corners=False)
+            for part, m in (("still", ~mov), ("moving", mov)):
+                acc[part, "n"] = acc.get((part, "n"), 0.0) + float(m.sum())
+                for k, e in terms.items():
+                    acc[part, k] = acc.get((part, k), 0.0) + float(e[m].sum())
+        n = acc["still", "n"] + acc["moving", "n"]
+        for part in ("still", "moving"):
+            m = acc[part, "n"]
+            cells = [f"{acc[part, k] / m:.4f}" if (part, k) in acc else "—" for k in ("copy", "warp", "weight")]
+            print(f"| {run} ({meta['method']}) | {part} | {m / n:.3f} | {acc[part, 'pred'] / m:.4f} | "
+                  f"{acc[part, 'pred'] / n:.4f} | {' | '.join(cells)} |", flush=True)
 
 
 # --- figures for docs/methods/animation.md ------------------------------------------------------------
@@ -486,6 +524,9 @@ def main() -> None:
     cp.add_argument("--out", default="runs/animation_compare")
     cp.add_argument("--augment", action="store_true",
                     help="train with the official flips / colour jitter of the training pairs (`--augment true`)")
+    cp.add_argument("--ema", type=float, default=None,
+                    help="EMA decay of the weights for every variant (evaluated with the averaged weights); "
+                         "default: the method's own")
     cp.add_argument("--device", default="cpu")
     fg = sub.add_parser("figures", help="docs images from the runs of `compare`")
     fg.add_argument("--root", default="runs/animation_compare/weizmann")
@@ -494,12 +535,14 @@ def main() -> None:
     fg.add_argument("--frames", type=int, default=48)
     fg.add_argument("--gif-stride", type=int, default=2)
     fg.add_argument("--scale", type=int, default=2)
+    sl = sub.add_parser("split", help="held-out L1 on unchanging / changing pixels, with the warp alone")
+    sl.add_argument("runs", nargs="+")
     jb = sub.add_parser("jacobians", help="fomm run: learned Jacobians vs J = I at test time, on every clip")
     jb.add_argument("run")
     args = ap.parse_args()
     torch.set_num_threads(1)
     {"speed": cmd_speed, "eval": cmd_eval, "compare": cmd_compare, "figures": cmd_figures,
-     "jacobians": cmd_jacobians}[args.cmd](args)
+     "jacobians": cmd_jacobians, "split": cmd_split}[args.cmd](args)
 
 
 if __name__ == "__main__":
