@@ -176,3 +176,21 @@ def test_progressive_schedule_switch_points():
     assert s(50) == (0.5, 4) and s(99) == (0.5, 4)
     assert s(100) == (1.0, 8) and s(1000) == (1.0, 8)  # doubled twice, capped at clip_len
     assert progressive_schedule(0, 0, 3, 6, 0) == (1.0, 6)  # both switched off
+
+
+def test_local_enhancer_full_resolution_skip():
+    """skip=True: the head also reads the stem's full-resolution features (head input width -> 2 x width); the
+    default keeps the checkpoint keys and shapes of the paper's local enhancer; the stem feeds the output."""
+    kw = dict(width=4, n_down_global=2, n_blocks_global=1, n_blocks_local=1, up="bilinear")
+    torch.manual_seed(0)
+    plain = LocalEnhancer(5, 3, **kw)
+    torch.manual_seed(0)
+    skip = LocalEnhancer(5, 3, skip=True, **kw)
+    assert plain.state_dict().keys() == skip.state_dict().keys()
+    assert plain.head[1].in_channels == 4 and skip.head[1].in_channels == 8
+    x = torch.rand(2, 5, 24, 20)
+    assert skip(x).shape == (2, 3, 24, 20)
+    with torch.no_grad():
+        y = skip(x)
+        skip.head[1].weight[:, 4:] = 0  # cut the skip path: the output changes
+        assert not torch.allclose(skip(x), y)

@@ -52,6 +52,8 @@ class Pix2PixHDConfig(CondTaskConfig):
     coord_octaves: int = field(default=0, metadata={
         "help": "with coords: also sin/cos Fourier features of x and y at this many octaves (periods W, W/2, ... "
                 "pixels; 0 = plain x, y; not in the paper)"})
+    skip: bool = field(default=False, metadata={
+        "help": "local enhancer: concatenate the stem's full-resolution features before the head (not in the paper)"})
     global_steps: int = field(default=0, metadata={
         "help": "steps training only G1 at half resolution first (the paper's coarse-to-fine schedule; 0 = joint from the start)"})
     num_d: int = field(default=2, metadata={"help": "discriminator scales"})
@@ -83,7 +85,7 @@ class Pix2PixHD(Method):
         super().__init__(cfg, info)
         c, fc = info["cond_channels"], cfg.feat_channels
         self.generator = LocalEnhancer(c + fc + (2 + 4 * cfg.coord_octaves if cfg.coords else 0), 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
-                                       cfg.n_blocks_local, up=cfg.up)
+                                       cfg.n_blocks_local, up=cfg.up, skip=cfg.skip)
         self.discriminator = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.encoder = InstanceFeatureEncoder(3, fc) if fc > 0 else None
         self.bank = FeatureBank(max(1, info.get("num_classes", 1)), fc) if fc > 0 else None

@@ -134,19 +134,22 @@ class LocalEnhancer(nn.Module):
     residual blocks and upsampling (`up` for both, see ResnetGenerator).
 
     forward(x [B,C,H,W]) -> [B,out,H,W]; global_only(x) -> G1's own output at H/2 x W/2 (the first training stage).
+    skip (not in the paper; default off): the stem's full-resolution features are concatenated to the upsampled
+    features before the head (a U-Net-like full-resolution skip; otherwise the only full-resolution layers are
+    the stem, the last upsampling conv and the head).
     """
 
     def __init__(self, in_channels: int, out_channels: int = 3, width: int = 32, n_down_global: int = 3,
                  n_blocks_global: int = 9, n_blocks_local: int = 3, norm: str = "instance", max_width: int = 1024,
-                 out_act: str = "sigmoid", up: str = "transpose"):
+                 out_act: str = "sigmoid", up: str = "transpose", skip: bool = False):
         super().__init__()
-        self.out_act = out_act
+        self.out_act, self.skip = out_act, skip
         self.global_g = ResnetGenerator(in_channels, out_channels, width * 2, n_down_global, n_blocks_global, norm,
                                         max_width, out_act, up)
         self.front, c = _front(in_channels, width, 1, norm, max_width)
         self.blocks = nn.Sequential(*[ResnetBlock(c, norm) for _ in range(n_blocks_local)])
         self.back, c = _back(c, width, 1, norm, up)
-        self.head = _head(c, out_channels)
+        self.head = _head(c + (width if skip else 0), out_channels)
         self.multiple = 2 ** (n_down_global + 1)
 
     @staticmethod
@@ -161,7 +164,10 @@ class LocalEnhancer(nn.Module):
         H, W = x.shape[-2:]
         xp = _pad_to(x, self.multiple)
         g = self.global_g.features(self.downsample(xp))
-        h = self.back(self.blocks(self.front(xp) + g))
+        stem = self.front[:4](xp)  # reflect-pad, conv7, norm, ReLU: full resolution
+        h = self.back(self.blocks(self.front[4:](stem) + g))
+        if self.skip:
+            h = torch.cat([h, stem], 1)
         return apply_out_act(self.head(h), self.out_act)[..., :H, :W]
 
 
