@@ -397,39 +397,50 @@ def cmd_jacobians(args) -> None:
 
 
 @torch.no_grad()
-def cmd_split(args) -> None:
-    """Where a run's held-out L1 is: pixels that do not change (mean over channels of |frame - first frame| < 0.08)
-    and pixels that do; the share of the frame each covers and its contribution (share x mean) to the total L1;
-    the same for copy-source and for the method's warped source alone ('deformed'), and the mean blend weight
-    there (fomm's occlusion map O, monkey-net's gate)."""
+def split_l1(run: str) -> dict:
+    """Where a run's held-out L1 is: pixels that do not change ('still': mean over channels of |frame - first
+    frame| < 0.08) and pixels that do ('moving'). Per part: 'share' of all test pixels, and the mean error there
+    of the method ('pred'), of copy-source ('copy'), of the method's warped source alone ('warp', its
+    'deformed' output) and the mean blend weight ('weight': fomm's occlusion map, monkey-net's gate);
+    'contribution' = share x pred, so the two parts' contributions add up to the L1."""
     from neuralrender.train.trainer import load_run
 
+    model, bundle, _, meta = load_run(run, device="cpu")
+    acc: dict = {}
+    for g in (c.float().div(255) for c in _test_clips(bundle)):
+        mov = (g - g[:1]).abs().mean(1, keepdim=True) > 0.08
+        outs = [model.reconstruct(g[:1].expand(d.shape[0], -1, -1, -1), d) for d in g.split(16)]
+        o = {k: torch.cat([x[k] for x in outs]) for k in ("prediction", "deformed", "occlusion_map", "gate")
+             if k in outs[0]}
+        terms = {"pred": o["prediction"], "copy": g[:1].expand_as(g), "warp": o.get("deformed")}
+        terms = {k: (v - g).abs().mean(1, keepdim=True) for k, v in terms.items() if v is not None}
+        for k in ("occlusion_map", "gate"):
+            if k in o:
+                terms["weight"] = torch.nn.functional.interpolate(o[k], size=g.shape[-2:], mode="bilinear",
+                                                                  align_corners=False)
+        for part, m in (("still", ~mov), ("moving", mov)):
+            acc[part, "n"] = acc.get((part, "n"), 0.0) + float(m.sum())
+            for k, e in terms.items():
+                acc[part, k] = acc.get((part, k), 0.0) + float(e[m].sum())
+    n = acc["still", "n"] + acc["moving", "n"]
+    res = {"run": run, "method": meta["method"]}
+    for part in ("still", "moving"):
+        m = max(acc[part, "n"], 1.0)
+        res[part] = {"share": acc[part, "n"] / n, "contribution": acc[part, "pred"] / n,
+                     **{k: acc[part, k] / m for k in ("pred", "copy", "warp", "weight") if (part, k) in acc}}
+    return res
+
+
+def cmd_split(args) -> None:
     print("| run | part | share | L1 | contribution | copy-source | warp alone | O / gate |")
     print("|---|---|---|---|---|---|---|---|")
     for run in args.runs:
-        model, bundle, _, meta = load_run(run, device="cpu")
-        acc: dict = {}
-        for g in (c.float().div(255) for c in _test_clips(bundle)):
-            mov = (g - g[:1]).abs().mean(1, keepdim=True) > 0.08
-            outs = [model.reconstruct(g[:1].expand(d.shape[0], -1, -1, -1), d) for d in g.split(16)]
-            o = {k: torch.cat([x[k] for x in outs]) for k in ("prediction", "deformed", "occlusion_map", "gate")
-                 if k in outs[0]}
-            terms = {"pred": o["prediction"], "copy": g[:1].expand_as(g), "warp": o.get("deformed")}
-            terms = {k: (v - g).abs().mean(1, keepdim=True) for k, v in terms.items() if v is not None}
-            for k in ("occlusion_map", "gate"):
-                if k in o:
-                    terms["weight"] = torch.nn.functional.interpolate(o[k], size=g.shape[-2:], mode="bilinear",
-                                                                      align_corners=False)
-            for part, m in (("still", ~mov), ("moving", mov)):
-                acc[part, "n"] = acc.get((part, "n"), 0.0) + float(m.sum())
-                for k, e in terms.items():
-                    acc[part, k] = acc.get((part, k), 0.0) + float(e[m].sum())
-        n = acc["still", "n"] + acc["moving", "n"]
+        r = split_l1(run)
         for part in ("still", "moving"):
-            m = acc[part, "n"]
-            cells = [f"{acc[part, k] / m:.4f}" if (part, k) in acc else "—" for k in ("copy", "warp", "weight")]
-            print(f"| {run} ({meta['method']}) | {part} | {m / n:.3f} | {acc[part, 'pred'] / m:.4f} | "
-                  f"{acc[part, 'pred'] / n:.4f} | {' | '.join(cells)} |", flush=True)
+            p = r[part]
+            cells = [_f(p.get(k)) for k in ("copy", "warp", "weight")]
+            print(f"| {run} ({r['method']}) | {part} | {p['share']:.3f} | {p['pred']:.4f} | "
+                  f"{p['contribution']:.4f} | {' | '.join(cells)} |", flush=True)
 
 
 # --- figures for docs/methods/animation.md ------------------------------------------------------------

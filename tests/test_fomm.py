@@ -100,3 +100,27 @@ def test_fomm_learns_motion_on_moving_discs(tmp_path):
     ev = s["eval"]
     assert ev["l1"] < 0.8 * ev["l1_copy_source"], ev
     assert ev["l1"] < ev["l1_no_motion"], ev
+
+
+def test_benchmark_split_adds_up_to_the_l1(tmp_path, shared_data):
+    """benchmarks/animation.py split: the unchanging and changing pixels' contributions add up to the held-out L1
+    of the reconstruction protocol, copy-source's parts to copy-source's L1; fomm's warp and occlusion reported."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "animation.py"
+    spec = importlib.util.spec_from_file_location("bench_animation", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    trainer(tmp_path / "run", 2, ckpt_every=2).run()
+    r = bench.split_l1(str(tmp_path / "run"))
+    model, bundle, _, _ = load_run(tmp_path / "run", device="cpu")
+    gts = [c.float().div(255) for c in bench._test_clips(bundle)]
+    preds = bench.reconstruct_clips(model, bench._test_clips(bundle), torch.device("cpu"))
+    l1 = torch.cat([(p - g).abs().flatten() for p, g in zip(preds, gts)]).mean()
+    copy = torch.cat([(g[:1] - g).abs().flatten() for g in gts]).mean()
+    still, moving = r["still"], r["moving"]
+    assert still["share"] + moving["share"] == pytest.approx(1.0)
+    assert still["contribution"] + moving["contribution"] == pytest.approx(float(l1), rel=1e-4)
+    assert still["share"] * still["copy"] + moving["share"] * moving["copy"] == pytest.approx(float(copy), rel=1e-4)
+    assert 0 < still["weight"] < 1 and still["warp"] >= 0 and still["copy"] < 0.08
