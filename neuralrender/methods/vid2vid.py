@@ -12,6 +12,12 @@ an output consistency term |x_t - warp(x_{t-1}, w_gt)| on the generated frames (
 budgets the paper's losses alone left the mask near 1 and the output flickered more than pix2pixHD's). The ground-truth flow is the
 graphics core's exact flow for rendered scenes and OpenCV DIS for real videos (neuralrender.data.conditions).
 
+`generator` 'pix2pixhd' (not the paper's layout; default 'sequential'): the hallucinated image h comes from
+pix2pixHD's generator (nn.generators.LocalEnhancer with pix2pixhd's defaults of session 4: width 16, an 8x8
+bottleneck, 4 + 3 residual blocks, bilinear resize convs, x, y coordinates appended) on the current condition,
+while the condition + previous-frame encoders and the flow + mask decoder stay (`HDSequentialGenerator`). The
+paper builds vid2vid's generator on pix2pixHD's; ours had its own smaller hallucination decoder.
+
 Progressive training: spatially, the first `spatial_steps` steps run at half resolution (inputs and flows
 downsampled); temporally, the training clip starts at `clip_start` frames and doubles every `temporal_every`
 steps up to `clip_len` (see `progressive_schedule`). Histories are detached (no backpropagation through time).
@@ -25,6 +31,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from neuralrender.errors import NeuralRenderError
 from neuralrender.graphics.warp import warp
 from neuralrender.losses.gan import discriminator_loss, feature_matching_loss, generator_loss
 from neuralrender.methods._cond2d import (
@@ -36,7 +43,7 @@ from neuralrender.methods._cond2d import (
 )
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import MultiScaleDiscriminator, VideoDiscriminator
-from neuralrender.nn.generators import SequentialGenerator, pixel_coords
+from neuralrender.nn.generators import LocalEnhancer, SequentialGenerator, _pad_to, pixel_coords
 from neuralrender.registry import register
 
 
@@ -52,6 +59,10 @@ class Vid2VidConfig(CondTaskConfig):
     coords: bool = field(default=False, metadata={
         "help": "append x, y pixel coordinates in [-1,1] to every condition frame (CoordConv, as pix2pixhd; not in "
                 "the paper)"})
+    generator: Literal["sequential", "pix2pixhd"] = field(default="sequential", metadata={
+        "help": "where the hallucinated image comes from: 'sequential' (the sequential generator's own image "
+                "decoder; default) or 'pix2pixhd' (pix2pixHD's generator with its defaults on the current condition; "
+                "the flow + mask branch stays)"})
     num_d: int = field(default=2, metadata={"help": "scales of both discriminators"})
     d_width: int = field(default=32, metadata={"help": "discriminator channels of the first layer"})
     d_layers: int = field(default=3, metadata={"help": "stride-2 layers per discriminator"})
@@ -70,6 +81,44 @@ class Vid2VidConfig(CondTaskConfig):
                 "not in the paper)"})
     mask_bias: float = field(default=-2.0, metadata={
         "help": "initial logit of the occlusion mask (-2: start mostly from the warped previous frame; 0: 50/50)"})
+
+
+# pix2pixhd's generator defaults (session 4) used for generator='pix2pixhd'; fixed here so checkpoints stay loadable
+HD_GENERATOR = {"width": 16, "n_down_global": 2, "n_blocks_global": 4, "n_blocks_local": 3, "up": "bilinear"}
+
+
+class HDSequentialGenerator(SequentialGenerator):
+    """SequentialGenerator whose hallucinated image comes from pix2pixHD's LocalEnhancer (HD_GENERATOR) on the
+    current condition (its first `raw_channels` channels) + x, y pixel coordinates. The two encoders, residual
+    blocks and the flow + mask decoder are SequentialGenerator's (its own image decoder is dropped); the
+    outputs are the same dict. The first frame (prev None) is the hallucination alone (flow 0, mask 1)."""
+
+    def __init__(self, cond_channels: int, raw_channels: int, n_prev: int = 2, width: int = 32, n_down: int = 3,
+                 n_blocks: int = 6, up: str = "transpose"):
+        super().__init__(cond_channels, n_prev, width, n_down, n_blocks, up=up)
+        del self.dec_img, self.head_img
+        self.raw_channels = raw_channels
+        self.hallucinator = LocalEnhancer(raw_channels + 2, 3, **HD_GENERATOR)
+
+    def forward(self, conds: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        B, _, H, W = conds.shape
+        if conds.shape[1] != self.cond_channels * (self.n_prev + 1):
+            raise NeuralRenderError(f"HDSequentialGenerator expects {self.n_prev + 1} conditions of "
+                                    f"{self.cond_channels} channels, got {conds.shape[1]} channels")
+        cur = conds[:, -self.cond_channels:][:, :self.raw_channels]
+        hallucinated = self.hallucinator(torch.cat([cur, pixel_coords(cur)], 1))
+        if prev is None:
+            zero = hallucinated.new_zeros(B, 1, H, W)
+            return {"image": hallucinated, "hallucinated": hallucinated, "flow": zero.expand(-1, 2, -1, -1),
+                    "mask": torch.ones_like(zero), "warped": torch.zeros_like(hallucinated)}
+        m = 2**self.n_down
+        h = self.blocks(self.enc_cond(_pad_to(conds, m)) + self.enc_prev(_pad_to(prev, m)))
+        fm = self.head_flow(self.dec_flow(h))[..., :H, :W]
+        flow = fm[:, :2] * self.flow_scale
+        mask = torch.sigmoid(fm[:, 2:])
+        warped = warp(prev[:, -3:], flow, padding="border")
+        return {"image": (1 - mask) * warped + mask * hallucinated, "hallucinated": hallucinated, "flow": flow,
+                "mask": mask, "warped": warped}
 
 
 def progressive_schedule(step: int, spatial_steps: int, clip_start: int, clip_len: int,
@@ -104,8 +153,11 @@ class Vid2Vid(Method):
     def __init__(self, cfg: Vid2VidConfig, info):
         super().__init__(cfg, info)
         c = info["cond_channels"]
-        self.generator = SequentialGenerator(c + (2 if cfg.coords else 0), cfg.n_prev, cfg.width, cfg.n_down,
-                                             cfg.n_blocks, up=cfg.up)
+        cc = c + (2 if cfg.coords else 0)
+        if cfg.generator == "pix2pixhd":
+            self.generator = HDSequentialGenerator(cc, c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up)
+        else:
+            self.generator = SequentialGenerator(cc, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up)
         with torch.no_grad():  # the head's last conv is zero-initialised: flow 0, mask = sigmoid(mask_bias)
             self.generator.head_flow[1].bias[2] = cfg.mask_bias
         self.d_image = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
