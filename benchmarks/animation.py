@@ -172,12 +172,12 @@ def reconstruct_clips(model, clips, dev) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def eval_run(run_dir: str, step: int | None, device: str, ref_cache: dict | None = None) -> dict:
+def eval_run(run_dir: str, step: int | None, device: str, ref_cache: dict | None = None, use_ema: bool = True) -> dict:
     from neuralrender.metrics.keypoints import detector_status, landmark_regression_error
     from neuralrender.train.trainer import load_run
 
     ck = str(Path(run_dir) / "checkpoints" / f"step_{step:08d}.safetensors") if step else None
-    model, bundle, _, meta = load_run(run_dir, device=device, checkpoint=ck)
+    model, bundle, _, meta = load_run(run_dir, device=device, checkpoint=ck, use_ema=use_ema)
     dev = next(model.parameters()).device
     info = bundle.info
     videos = bundle.val.videos
@@ -285,7 +285,7 @@ def cmd_eval(args) -> None:
     rows = []
     cache: dict = {}
     for r in args.runs:
-        row = eval_run(r, args.step, args.device, cache)
+        row = eval_run(r, args.step, args.device, cache, use_ema=not args.raw_weights)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| run | method | step | L1 | L1 copy-source | L1 no-motion | AKD | MKR | AED | landmark reg. (px) | "
@@ -524,6 +524,8 @@ def main() -> None:
     ev.add_argument("runs", nargs="+")
     ev.add_argument("--step", type=int, default=None, help="evaluate the numbered checkpoint of this step")
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--raw-weights", action="store_true", help="a run trained with --ema: the last step's weights, "
+                                                               "not the average")
     cp = sub.add_parser("compare", help="train the variants with the same steps/batch (1 thread each), then eval")
     cp.add_argument("--dataset", default="weizmann")
     cp.add_argument("--variants", nargs="+", default=["x2face", "monkey-net", "fomm"])
