@@ -12,7 +12,7 @@ an output consistency term |x_t - warp(x_{t-1}, w_gt)| on the generated frames (
 budgets the paper's losses alone left the mask near 1 and the output flickered more than pix2pixHD's). The ground-truth flow is the
 graphics core's exact flow for rendered scenes and OpenCV DIS for real videos (neuralrender.data.conditions).
 
-`generator` 'pix2pixhd' (not the paper's layout; default 'sequential'): the hallucinated image h comes from
+`generator` 'pix2pixhd' (the default since session 6; 'sequential' is the earlier one): the hallucinated image h comes from
 pix2pixHD's generator (nn.generators.LocalEnhancer with pix2pixhd's defaults of session 4: width 16, an 8x8
 bottleneck, 4 + 3 residual blocks, bilinear resize convs, x, y coordinates appended) on the current condition,
 while the condition + previous-frame encoders and the flow + mask decoder stay (`HDSequentialGenerator`). The
@@ -59,10 +59,10 @@ class Vid2VidConfig(CondTaskConfig):
     coords: bool = field(default=False, metadata={
         "help": "append x, y pixel coordinates in [-1,1] to every condition frame (CoordConv, as pix2pixhd; not in "
                 "the paper)"})
-    generator: Literal["sequential", "pix2pixhd"] = field(default="sequential", metadata={
-        "help": "where the hallucinated image comes from: 'sequential' (the sequential generator's own image "
-                "decoder; default) or 'pix2pixhd' (pix2pixHD's generator with its defaults on the current condition; "
-                "the flow + mask branch stays)"})
+    generator: Literal["sequential", "pix2pixhd"] = field(default="pix2pixhd", metadata={
+        "help": "where the hallucinated image comes from: 'pix2pixhd' (pix2pixHD's generator with its defaults on "
+                "the current condition, the flow + mask branch stays; default, session 6: docs/methods/vid2vid.md) "
+                "or 'sequential' (the sequential generator's own image decoder; sessions 1-5)"})
     num_d: int = field(default=2, metadata={"help": "scales of both discriminators"})
     d_width: int = field(default=32, metadata={"help": "discriminator channels of the first layer"})
     d_layers: int = field(default=3, metadata={"help": "stride-2 layers per discriminator"})
@@ -145,6 +145,7 @@ class Vid2Vid(Method):
     phases = ("d", "g")
     train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 4, "steps": 2000, "eval_every": 500,
                       "ckpt_every": 500, "eval_batches": 0}
+    legacy_config = {"generator": "sequential"}  # runs saved before the field existed
 
     @classmethod
     def build_data(cls, cfg, data, seed):
