@@ -14,6 +14,10 @@ cameras, never on held-out views or generated frames). Runs resume after a kill 
 
     python benchmarks/cond2d.py compare --task scene --steps 1000 --batch 4 --out runs/cond2d/scene
     python benchmarks/cond2d.py compare --task face --steps 1000 --batch 4 --out runs/cond2d/face
+    python benchmarks/cond2d.py compare --task scene-gbuffer --methods pix2pix pix2pixhd --layouts 24 --out runs/x
+
+--layouts N (scene tasks): every method also trains on N random layouts of the scene from the training cameras
+(seeded apart from the segmenter's layouts).
 
 edit: the edited-scene check alone, on runs already trained (one segmenter scores every run given; the runs must
 share one scene task), e.g. two configurations of one method side by side:

@@ -8,6 +8,8 @@ frames with its validity mask, an instance map) and `CondVideoDataset` cuts clip
   from the rendered depth and the known cameras, occlusion-masked).
 - G-buffer -> scene (task 'scene-gbuffer', `scene_label_sequences(gbuffer=True)`): the same sequence with the
   rasterizer's geometry appended to the condition: world normals (3) and inverse depth (1/z, 0 on background).
+- scene tasks, extra training data (`layout_sequences`, the `layouts` option of the cond2d methods): the scene
+  rearranged at random (objects moved / duplicated), rendered from the training cameras only.
 - edges -> face (`face_edge_sequences`): the talking-head clip in shared videos/face_talking; condition =
   the dlib68 landmarks drawn as polylines + Canny edges of the background (outside the face hull);
   flow = OpenCV DIS optical flow with a forward-backward occlusion check.
