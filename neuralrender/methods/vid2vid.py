@@ -79,6 +79,9 @@ class Vid2VidConfig(CondTaskConfig):
     lambda_temporal: float = field(default=10.0, metadata={
         "help": "output consistency weight: |x_t - warp(x_{t-1}, w_gt)| on the generated frames, masked (0 = off; "
                 "not in the paper)"})
+    lambda_h: float = field(default=0.0, metadata={
+        "help": "L1 weight on the hallucinated image h alone, every frame (0 = off: the paper's losses; not in the "
+                "paper; session 7, body: docs/methods/vid2vid.md)"})
     mask_bias: float = field(default=-2.0, metadata={
         "help": "initial logit of the occlusion mask (-2: start mostly from the warped previous frame; 0: 50/50)"})
 
@@ -254,9 +257,13 @@ class Vid2Vid(Method):
             warped_fake = warp(fake[:, :-1].detach().flatten(0, 1), gt_flow[:, 1:].flatten(0, 1), padding="border")
             temp_l = ((warped_fake - fake[:, 1:].flatten(0, 1)).abs().mean(1, keepdim=True) * m).sum() / denom
             total = total + c.lambda_temporal * temp_l
+        if c.lambda_h > 0:  # h trained as an image of its own, not only through the blend (weight m)
+            l1_h = F.l1_loss(out["hallucinated"], real)
+            total = total + c.lambda_h * l1_h
         logs = {"g_adv": adv.item(), "feat_match": fm.item(), "l1": l1.item(), "flow": flow_l.item(),
                 "warp": warp_l.item(),
-                **({"temporal": temp_l.item()} if c.lambda_temporal > 0 else {}), "clip_len": float(real.shape[1]), "scale": float(real.shape[-1] / batch["image"].shape[-1])}
+                **({"temporal": temp_l.item()} if c.lambda_temporal > 0 else {}),
+                **({"l1_h": l1_h.item()} if c.lambda_h > 0 else {}), "clip_len": float(real.shape[1]), "scale": float(real.shape[-1] / batch["image"].shape[-1])}
         if use_video:
             fw, fl = self._video_windows(fake, gt_flow)
             rw, _ = self._video_windows(real, gt_flow)
