@@ -6,6 +6,7 @@
     python benchmarks/animation.py figures --root runs/animation_compare/weizmann    # docs images
     python benchmarks/animation.py jacobians RUN_DIR    # fomm: learned Jacobians vs J = I at test time, per clip
     python benchmarks/animation.py split RUN_DIR [RUN_DIR ...]   # held-out L1 on unchanging / changing pixels
+    python benchmarks/animation.py motion RUN_DIR [RUN_DIR ...]  # fomm: masks, zeroth / first-order flow there
 
 speed: each (method, size) row runs in its own subprocess (default model configs, batch 4 at 64^2 and 2 at 256^2,
 kp/seg scale 0.25 at 256^2 as in the paper) so that the peak-memory column (max RSS growth on CPU,
@@ -312,6 +313,7 @@ VARIANTS = {  # name -> (registered method, extra `neuralrender train` flags)
     "fomm-no-jacobian": ("fomm", ["--use-jacobian", "false"]),
     "fomm-no-occlusion": ("fomm", ["--use-occlusion", "false"]),
     "fomm-paper-output": ("fomm", ["--output-blend", "false"]),
+    "fomm-local-affine": ("fomm", ["--affine-range", "1.0"]),
     "copart": ("copart", []),
 }
 
@@ -381,8 +383,12 @@ def cmd_jacobians(args) -> None:
     if meta["method"] != "fomm" or not model.cfg.use_jacobian:
         raise SystemExit(f"{args.run} is not a fomm run with Jacobians")
     info = bundle.info
-    print("| clip | split | L1 learned J | L1 J = I | copy-source | median / max abs(J_s J_d^-1 - I) |")
-    print("|---|---|---|---|---|---|")
+    dm = model.generator.dense_motion
+    trained = dm.affine_range
+    ranges = args.affine_range or []
+    print("| clip | split | L1 learned J | L1 J = I | " + "".join(f"L1 range {r:g} | " for r in ranges)
+          + "copy-source | median / max abs(J_s J_d^-1 - I) |")
+    print("|---|---|---|---|" + "---|" * len(ranges) + "---|---|")
     for v, vid in enumerate(bundle.val.videos):
         g = vid.float().div(255)
         src = g[:1].expand_as(g)
@@ -390,10 +396,15 @@ def cmd_jacobians(args) -> None:
         eye = {k: {**x, "jacobian": torch.eye(2).expand_as(x["jacobian"])} for k, x in (("s", ks), ("d", kd))}
         l1 = (model.generate(src, kd, ks)["prediction"] - g).abs().mean()
         l1_eye = (model.generate(src, eye["d"], eye["s"])["prediction"] - g).abs().mean()
+        l1_r = []
+        for r in ranges:  # the first-order term localised at test time only (`sparse_motions`' affine_range)
+            dm.affine_range = r
+            l1_r.append(float((model.generate(src, kd, ks)["prediction"] - g).abs().mean()))
+            dm.affine_range = trained
         dev = (ks["jacobian"] @ torch.inverse(kd["jacobian"]) - torch.eye(2)).abs().amax((-2, -1))
         print(f"| {Path(info['sources'][v]).stem.split('_')[0]} | {'test' if v in info['test_videos'] else 'train'} | "
-              f"{float(l1):.4f} | {float(l1_eye):.4f} | {float((src - g).abs().mean()):.4f} | "
-              f"{float(dev.median()):.2f} / {float(dev.max()):.2f} |")
+              f"{float(l1):.4f} | {float(l1_eye):.4f} | " + "".join(f"{x:.4f} | " for x in l1_r)
+              + f"{float((src - g).abs().mean()):.4f} | {float(dev.median()):.2f} / {float(dev.max()):.2f} |", flush=True)
 
 
 @torch.no_grad()
@@ -441,6 +452,77 @@ def cmd_split(args) -> None:
             cells = [_f(p.get(k)) for k in ("copy", "warp", "weight")]
             print(f"| {run} ({r['method']}) | {part} | {p['share']:.3f} | {p['pred']:.4f} | "
                   f"{p['contribution']:.4f} | {' | '.join(cells)} |", flush=True)
+
+
+@torch.no_grad()
+def motion_terms(run: str) -> dict:
+    """Where a fomm run's dense flow moves the pixels that do not change (the 'still' split of `split_l1`), at
+    the dense-motion resolution: mean mask weight on the background motion ('bg') and on the keypoints
+    ('kp'); displacement of the flow from the identity in pixels of the frame ('flow'), split into the
+    zeroth-order part sum_k m_k (kp_s - kp_d) ('zeroth') and the first-order part
+    sum_k m_k (J_s J_d^-1 - I)(z - kp_d) ('first'); 'dist' = mask-weighted |z - kp_d| over the keypoints (px);
+    'first_far' = share of the first-order displacement at pixels whose 'dist' exceeds 8 px; warp L1 at
+    full resolution with the learned flow ('warp'), with the same masks and J = I ('warp_eye_masks'), and with
+    the dense-motion network re-run on J = I ('warp_eye')."""
+    import torch.nn.functional as F
+
+    from neuralrender.graphics.warp import make_coordinate_grid
+    from neuralrender.nn.dense_motion import combine_motions, deform, sparse_motions
+    from neuralrender.train.trainer import load_run
+
+    model, bundle, _, meta = load_run(run, device="cpu")
+    dm = model.generator.dense_motion
+    acc: dict = {}
+    for g in (c.float().div(255) for c in _test_clips(bundle)):
+        H = g.shape[-1]
+        mov_full = (g - g[:1]).abs().mean(1, keepdim=True) > 0.08
+        for d, mv in zip(g.split(16), mov_full.split(16)):
+            src = g[:1].expand(d.shape[0], -1, -1, -1)
+            ks, kd = model.keypoints(src), model.keypoints(d)
+            m = dm(src, kd, ks)["mask"]  # [B,K+1,h,w]
+            h, w = m.shape[-2:]
+            px = H / 2  # normalized units -> pixels of the frame
+            z = make_coordinate_grid(h, w, g.dtype).view(1, 1, h, w, 2) - kd["value"][:, :, None, None]
+            a = ks["jacobian"] @ torch.inverse(kd["jacobian"]) - torch.eye(2)
+            first = (a[:, :, None, None] @ z.unsqueeze(-1)).squeeze(-1)  # [B,K,h,w,2]
+            zeroth = (ks["value"] - kd["value"])[:, :, None, None].expand_as(first)
+            mk = m[:, 1:].unsqueeze(-1)
+            terms = {"zeroth": (mk * zeroth).sum(1).norm(dim=-1) * px, "first": (mk * first).sum(1).norm(dim=-1) * px,
+                     "flow": (mk * (zeroth + first)).sum(1).norm(dim=-1) * px, "bg": m[:, 0], "kp": 1 - m[:, 0],
+                     "dist": (m[:, 1:] * z.norm(dim=-1)).sum(1) / (1 - m[:, 0]).clamp_min(1e-6) * px}
+            still = F.adaptive_avg_pool2d(mv.float(), (h, w))[:, 0] == 0
+            eye = {k: {**x, "jacobian": torch.eye(2).expand_as(x["jacobian"])} for k, x in (("s", ks), ("d", kd))}
+            grid_eye_masks = combine_motions(m, sparse_motions(h, w, kd["value"], ks["value"]))
+            grid_eye = dm(src, eye["d"], eye["s"])["deformation"]
+            warps = {"warp": model.generate(src, kd, ks)["deformed"], "warp_eye_masks": deform(src, grid_eye_masks),
+                     "warp_eye": deform(src, grid_eye)}
+            for part, sm, smf in (("still", still, ~mv[:, 0]), ("moving", ~still, mv[:, 0])):
+                acc[part, "n"] = acc.get((part, "n"), 0) + float(sm.sum())
+                acc[part, "nf"] = acc.get((part, "nf"), 0) + float(smf.sum())
+                for k, t in terms.items():
+                    acc[part, k] = acc.get((part, k), 0.0) + float(t[sm].sum())
+                far = sm & (terms["dist"] > 8)
+                acc[part, "first_far"] = acc.get((part, "first_far"), 0.0) + float(terms["first"][far].sum())
+                for k, wp in warps.items():
+                    acc[part, k] = acc.get((part, k), 0.0) + float((wp - d).abs().mean(1)[smf].sum())
+    res = {"run": run}
+    for part in ("still", "moving"):
+        n, nf = max(acc[part, "n"], 1.0), max(acc[part, "nf"], 1.0)
+        res[part] = {**{k: acc[part, k] / n for k in ("bg", "kp", "flow", "zeroth", "first", "dist")},
+                     "first_far": acc[part, "first_far"] / max(acc[part, "first"], 1e-9),
+                     **{k: acc[part, k] / nf for k in ("warp", "warp_eye_masks", "warp_eye")}}
+    return res
+
+
+def cmd_motion(args) -> None:
+    cols = ("bg", "kp", "dist", "flow", "zeroth", "first", "first_far", "warp", "warp_eye_masks", "warp_eye")
+    print("| run | part | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    for run in args.runs:
+        r = motion_terms(run)
+        for part in ("still", "moving"):
+            print(f"| {run} | {part} | " + " | ".join(_f(r[part][k], 4 if "warp" in k else 3) for k in cols) + " |",
+                  flush=True)
 
 
 # --- figures for docs/methods/animation.md ------------------------------------------------------------
@@ -550,12 +632,17 @@ def main() -> None:
     fg.add_argument("--scale", type=int, default=2)
     sl = sub.add_parser("split", help="held-out L1 on unchanging / changing pixels, with the warp alone")
     sl.add_argument("runs", nargs="+")
+    mo = sub.add_parser("motion", help="fomm run: mask weights and zeroth / first-order flow on unchanging pixels")
+    mo.add_argument("runs", nargs="+")
     jb = sub.add_parser("jacobians", help="fomm run: learned Jacobians vs J = I at test time, on every clip")
     jb.add_argument("run")
+    jb.add_argument("--affine-range", type=float, nargs="*", help="also the L1 with the first-order term localised "
+                                                                   "at test time to these ranges (normalized units)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     {"speed": cmd_speed, "eval": cmd_eval, "compare": cmd_compare, "figures": cmd_figures,
-     "jacobians": cmd_jacobians, "split": cmd_split}[args.cmd](args)
+     "jacobians": cmd_jacobians, "split": cmd_split,
+     "motion": cmd_motion}[args.cmd](args)
 
 
 if __name__ == "__main__":

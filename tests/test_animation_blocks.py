@@ -135,6 +135,25 @@ def test_sparse_motions_translation_and_affine():
     assert torch.allclose(m[0, 1], expect, atol=1e-6)
 
 
+def test_localised_affine_term_far_and_near_the_keypoint():
+    """affine_range: far from the keypoint only its translation, near it the affine motion; identity keypoints
+    still give the identity flow."""
+    kp_s, kp_d = torch.tensor([[[0.1, -0.2]]]), torch.tensor([[[-0.9, -0.9]]])
+    js, jd = torch.tensor([[[[1.5, 0.3], [-0.2, 0.8]]]]), torch.eye(2).expand(1, 1, 2, 2)
+    z = make_coordinate_grid(64, 64)
+    full = sparse_motions(64, 64, kp_d, kp_s, jd, js)
+    local = sparse_motions(64, 64, kp_d, kp_s, jd, js, affine_range=0.1)
+    zeroth = z + (kp_s - kp_d)[0, 0]
+    far = (z - kp_d[0, 0]).norm(dim=-1) > 0.6
+    assert torch.allclose(local[0, 1][far], zeroth[far], atol=1e-6)
+    assert (full[0, 1][far] - zeroth[far]).abs().max() > 0.3  # the paper's affine term is large there
+    near = (z - kp_d[0, 0]).norm(dim=-1) < 0.02
+    assert near.any() and torch.allclose(local[0, 1][near], full[0, 1][near], atol=1e-4)
+    assert torch.equal(local[0, 0], z)  # background
+    same = sparse_motions(8, 8, kp_d, kp_d, js, js, affine_range=0.1)
+    assert torch.allclose(same[0, 1], make_coordinate_grid(8, 8), atol=1e-6)
+
+
 def test_deform_identity_and_resized_grid():
     img = torch.rand(1, 2, 8, 8)
     assert torch.allclose(deform(img, identity_grid(1, 8, 8)), img, atol=1e-6)

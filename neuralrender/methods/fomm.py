@@ -8,7 +8,7 @@ occlusion * warped source + (1 - occlusion) * decoded. Trained on frame pairs of
 reconstruction loss and equivariance losses on keypoints and Jacobians under random TPS transforms.
 At test time motion is transferred relatively (with the paper's adaptive scale) or absolutely.
 Ablations of the paper: --use-jacobian false (zeroth order), --use-occlusion false; --output-blend false is the
-paper's output layer.
+paper's output layer; --affine-range S > 0 (ours) limits each keypoint's affine term to its neighbourhood.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class FommConfig(AnimationDataConfig):
     num_kp: int = field(default=10, metadata={"help": "number of keypoints"})
     use_jacobian: bool = field(default=True, metadata={"help": "first-order (local affine) motion; off = zeroth order"})
     use_occlusion: bool = field(default=True, metadata={"help": "predict an occlusion map that masks warped features"})
+    affine_range: float = field(default=0.0, metadata={"help": "localise each keypoint's first-order term to a Gaussian "
+                                                              "of this std around it (normalized units; not in the "
+                                                              "paper); 0 = the paper's unlimited affine motion"})
     output_blend: bool = field(default=True, metadata={"help": "output = occlusion * deformed source + (1 - occlusion) "
                                                               "* generated (TPSMM's output; needs --use-occlusion)"})
     kp_width: int = field(default=16, metadata={"help": "block expansion of the keypoint detector hourglass"})
@@ -63,7 +66,8 @@ class OcclusionAwareGenerator(nn.Module):
         super().__init__()
         w, mf, n = cfg.gen_width, cfg.max_features, cfg.norm
         self.dense_motion = DenseMotionNetwork(cfg.num_kp, channels, cfg.motion_width, cfg.motion_blocks, mf,
-                                               cfg.use_occlusion, cfg.kp_variance, cfg.kp_scale, cfg.use_jacobian, n)
+                                               cfg.use_occlusion, cfg.kp_variance, cfg.kp_scale, cfg.use_jacobian, n,
+                                               cfg.affine_range)
         self.first = nn.Sequential(nn.Conv2d(channels, w, 7, padding=3), norm_layer(n, w), nn.ReLU())
         ch = [min(mf, w * 2**i) for i in range(cfg.gen_down + 1)]
         self.down = nn.Sequential(*[DownBlock(ch[i], ch[i + 1], n) for i in range(cfg.gen_down)])

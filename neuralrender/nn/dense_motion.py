@@ -20,10 +20,14 @@ __all__ = ["sparse_motions", "combine_motions", "resize_grid", "deform", "DenseM
 
 
 def sparse_motions(height: int, width: int, kp_driving: torch.Tensor, kp_source: torch.Tensor,
-                   jac_driving: torch.Tensor | None = None, jac_source: torch.Tensor | None = None) -> torch.Tensor:
+                   jac_driving: torch.Tensor | None = None, jac_source: torch.Tensor | None = None,
+                   affine_range: float = 0.0) -> torch.Tensor:
     """Local motions T_k(z) = kp_s + J_s J_d^-1 (z - kp_d) (zeroth order without Jacobians: z - kp_d + kp_s),
     plus the identity for the background as motion 0.
 
+    affine_range s > 0 (not in the papers) localises the first-order term around each keypoint:
+    T_k(z) = kp_s + (z - kp_d) + exp(-|z - kp_d|^2 / 2 s^2) (J_s J_d^-1 - I)(z - kp_d), so far from kp_d the
+    motion is the keypoint's translation; 0 = the paper's unlimited affine motion.
     kp_* [B,K,2] normalized; jac_* [B,K,2,2] or None -> grids [B,K+1,H,W,2].
     """
     B, K, _ = kp_driving.shape
@@ -31,7 +35,11 @@ def sparse_motions(height: int, width: int, kp_driving: torch.Tensor, kp_source:
     z = ident - kp_driving.view(B, K, 1, 1, 2)
     if jac_driving is not None and jac_source is not None:
         j = jac_source @ torch.inverse(jac_driving)  # [B,K,2,2]
-        z = (j.view(B, K, 1, 1, 2, 2) @ z.unsqueeze(-1)).squeeze(-1)
+        if affine_range > 0:
+            first = ((j - torch.eye(2, dtype=j.dtype, device=j.device)).view(B, K, 1, 1, 2, 2) @ z.unsqueeze(-1)).squeeze(-1)
+            z = z + torch.exp(-z.pow(2).sum(-1, keepdim=True) / (2 * affine_range**2)) * first
+        else:
+            z = (j.view(B, K, 1, 1, 2, 2) @ z.unsqueeze(-1)).squeeze(-1)
     motions = z + kp_source.view(B, K, 1, 1, 2)
     return torch.cat([ident.expand(B, 1, height, width, 2), motions], 1)
 
@@ -63,14 +71,16 @@ class DenseMotionNetwork(nn.Module):
 
     h, w = H, W times scale_factor. Input of the hourglass per motion k: the heatmap difference
     G(kp_d) - G(kp_s) (zero for the background) and the source warped by motion k. Masks: softmax of a
-    7x7 conv; occlusion: sigmoid of another. use_jacobian=False gives Monkey-Net's zeroth-order motions.
+    7x7 conv; occlusion: sigmoid of another. use_jacobian=False gives Monkey-Net's zeroth-order motions;
+    affine_range: see `sparse_motions`.
     """
 
     def __init__(self, num_kp: int, channels: int = 3, block_expansion: int = 64, num_blocks: int = 5,
                  max_features: int = 1024, estimate_occlusion: bool = True, kp_variance: float = 0.01,
-                 scale_factor: float = 1.0, use_jacobian: bool = True, norm: str = "batch"):
+                 scale_factor: float = 1.0, use_jacobian: bool = True, norm: str = "batch", affine_range: float = 0.0):
         super().__init__()
         self.num_kp, self.kp_variance, self.scale_factor, self.use_jacobian = num_kp, kp_variance, scale_factor, use_jacobian
+        self.affine_range = affine_range
         self.hourglass = Hourglass((num_kp + 1) * (channels + 1), block_expansion, num_blocks, max_features, norm)
         self.mask = nn.Conv2d(self.hourglass.out_channels, num_kp + 1, 7, padding=3)
         self.occlusion = nn.Conv2d(self.hourglass.out_channels, 1, 7, padding=3) if estimate_occlusion else None
@@ -84,7 +94,7 @@ class DenseMotionNetwork(nn.Module):
         heat = torch.cat([heat.new_zeros(B, 1, H, W), heat], 1).unsqueeze(2)  # [B,K+1,1,H,W]
         jd = kp_driving.get("jacobian") if self.use_jacobian else None
         js = kp_source.get("jacobian") if self.use_jacobian else None
-        motions = sparse_motions(H, W, kp_driving["value"], kp_source["value"], jd, js)  # [B,K+1,H,W,2]
+        motions = sparse_motions(H, W, kp_driving["value"], kp_source["value"], jd, js, self.affine_range)
         rep = src.unsqueeze(1).expand(B, K + 1, C, H, W).reshape(B * (K + 1), C, H, W)
         deformed = sample_grid(rep, motions.reshape(B * (K + 1), H, W, 2)).view(B, K + 1, C, H, W)
         feat = self.hourglass(torch.cat([heat, deformed], 2).view(B, -1, H, W))
