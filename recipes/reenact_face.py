@@ -65,7 +65,8 @@ def driving_conditioning(cfg, face, src, tgt, src_frames: torch.Tensor, pose: st
     """The renderer's stacked input [T,window*5,size,size] for the source track `src` driving the target track
     `tgt` (dvp config `cfg`) and the transferred parameters. As in training: with cfg.hold_repeats a repeated
     source picture (`repeated_frames` of src_frames) keeps its first frame's tracked parameters and landmarks
-    (`hold_index`), with cfg.distinct_window repeated pictures do not advance the window."""
+    (`hold_index`), with cfg.distinct_window repeated pictures do not advance the window, with cfg.diff_window the
+    window is difference-coded, with cfg.ahead it looks ahead on the source track (the clip's last frame repeated)."""
     from neuralrender.faces.conditioning import (
         hold_index,
         repeated_frames,
@@ -86,7 +87,7 @@ def driving_conditioning(cfg, face, src, tgt, src_frames: torch.Tensor, pose: st
     p = transfer_params(sp, tgt.params, pose=pose, expression=expression, light=light)
     scale = (inter_ocular(tgt.landmarks).mean() / inter_ocular(src.landmarks).mean()).item()
     maps = track_maps(face, p, slm, fitted, tgt.width, tgt.height, cfg.size, cfg.mouth, cfg.mouth_fill, scale)
-    return stack_window(maps, cfg.window, rep if cfg.distinct_window else None), p
+    return stack_window(maps, cfg.window, rep if cfg.distinct_window else None, cfg.diff_window, cfg.ahead), p
 
 
 @script_main

@@ -37,8 +37,9 @@ def test_smoke_and_checkpoint_round_trip(tmp_path, shared_data, load_as_old_run)
     assert torch.equal(out, model.generate(batch))
     # a run saved before --mouth-fill existed loads without the fill
     assert load_as_old_run(tmp_path / "run", "mouth_fill").cfg.mouth_fill is False
-    old = load_as_old_run(tmp_path / "run", "hold_repeats", "distinct_window").cfg  # ... and as trained before these
-    assert old.hold_repeats is False and old.distinct_window is False
+    old = load_as_old_run(tmp_path / "run", "hold_repeats", "distinct_window", "diff_window", "ahead").cfg
+    assert old.hold_repeats is False and old.distinct_window is False and old.diff_window is False  # as trained
+    assert old.ahead == 0
     # --hold-repeats (default): a repeated picture of the clip gets its predecessor's conditioning and parameters
     from neuralrender.methods.dvp import DEFAULT_VIDEO, _prepare
 
@@ -193,8 +194,74 @@ def test_window_pairs_and_temporal_loss_are_aligned():
     assert 0 < logs["temporal"] < 1
 
 
+def test_difference_coded_window_is_the_same_window():
+    """--diff-window: the past slots hold the change from one window frame to the next and the last slot the current
+    frame (so the landmark region and the cond picture read the current frame); summing the slots back recovers the
+    plain window exactly, also with the distinct-picture window; --past-dropout then zeroes the changes; window 1 is
+    unchanged."""
+    from torch.utils.data import default_collate
+
+    from neuralrender.faces.conditioning import stack_window
+    from neuralrender.methods.dvp import DeepVideoPortraits, DVPConfig, PortraitFrames, landmark_region
+
+    idx = torch.tensor([0.0, 1, 3, 7, 15, 31]).view(6, 1, 1, 1)
+    assert stack_window(idx, 3, diff=True).flatten(1).tolist() == [[0, 0, 0], [0, 1, 1], [1, 2, 3], [2, 4, 7],
+                                                                  [4, 8, 15], [8, 16, 31]]
+    rep = torch.tensor([False, True, False, True, False, False])
+    T, S = 6, 8
+    maps = torch.rand(T, 5, S, S, generator=torch.Generator().manual_seed(1))
+    for r in (None, rep):
+        plain = stack_window(maps, 3, r).view(T, 3, 5, S, S)
+        diff = stack_window(maps, 3, r, diff=True).view(T, 3, 5, S, S)
+        later = torch.flip(torch.cumsum(torch.flip(diff[:, :-1], [1]), 1), [1])  # slot j: the changes since it
+        back = torch.cat([diff[:, -1:] - later, diff[:, -1:]], 1)
+        assert torch.allclose(back, plain, atol=1e-6) and torch.equal(diff[:, -1], maps)
+    assert torch.equal(stack_window(maps, 1, rep, diff=True), stack_window(maps, 1, rep))
+    d = {"maps": maps, "images": maps[:, :3].clone(), "mask": torch.ones(T, 1, S, S), "repeats": rep}
+    ds = PortraitFrames(d, 3, list(range(T)), distinct=True, diff=True)
+    assert torch.equal(landmark_region(ds[4]["cond"][None]), landmark_region(maps[4:5]))
+    small = {"width": 4, "depth": 2, "d_width": 4, "d_layers": 1, "shift": 0.0, "rotate": 0.0, "zoom": 0.0}
+    m = DeepVideoPortraits(DVPConfig(past_dropout=1.0, diff_window=True, **small),
+                           {"cond_channels": 15, "mean_image": torch.zeros(3, S, S)})
+    c, _, _ = m.training_pair(default_collate([ds[t] for t in range(T)]))
+    assert float(c[:, :10].abs().max()) == 0.0 and torch.equal(c[:, 10:], maps)
+
+
+def test_look_ahead_window_is_aligned():
+    """--ahead 1 (window 3): slots [t-1, t+1, t] — the current frame stays last (zero flicker for a renderer copying
+    it), the next slot is frame t+1's own maps (a renderer copying it is one frame early), the clip's last frame is
+    repeated at its end; with --distinct-window the next slot is the next distinct picture's first frame; the
+    training split's window ends with the split (no held-out maps in it); ahead 0 is the past-only window."""
+    from torch.utils.data import default_collate
+
+    from neuralrender.faces.conditioning import stack_window
+    from neuralrender.methods.dvp import PortraitFrames, flicker
+
+    T, S = 7, 8
+    maps = torch.rand(T, 5, S, S, generator=torch.Generator().manual_seed(2))
+    d = {"maps": maps, "images": maps[:, :3].clone(), "mask": torch.ones(T, 1, S, S),
+         "repeats": torch.zeros(T, dtype=torch.bool)}
+    ds = PortraitFrames(d, 3, list(range(T)), ahead=1)
+    for t in range(T):
+        c = ds[t]["cond"]
+        assert torch.equal(c[-5:], maps[t]) and torch.equal(c[:5], maps[max(t - 1, 0)])
+        assert torch.equal(c[5:10], maps[min(t + 1, T - 1)])
+    b = default_collate([ds[t] for t in range(1, T)])
+    now, nxt = (lambda c: c[:, -5:-2]), (lambda c: c[:, 5:8])
+    assert float(flicker(now(b["cond"]), now(b["cond_prev"]), b["image"], b["image_prev"], b["mask"]).max()) == 0
+    early = flicker(nxt(b["cond"]), nxt(b["cond_prev"]), b["image"], b["image_prev"], b["mask"])
+    assert float(early[:-1].min()) > 0.1  # one frame early (the last pair: the end of the clip repeats)
+    idx = torch.arange(8.0).view(8, 1, 1, 1)  # pictures A A B B C D D D
+    rep = torch.tensor([False, True, False, True, False, False, True, True])
+    assert stack_window(idx, 3, rep, ahead=1).flatten(1).tolist() == [[0, 2, 0], [1, 2, 1], [1, 4, 2], [1, 4, 3],
+                                                                       [3, 5, 4], [4, 7, 5], [4, 7, 6], [4, 7, 7]]
+    assert torch.equal(stack_window(idx, 3, rep, ahead=0), stack_window(idx, 3, rep))
+    train = PortraitFrames(d, 3, list(range(5)), ahead=1, end=5)
+    assert torch.equal(train[4]["cond"][5:10], maps[4]) and torch.equal(train[3]["cond"][5:10], maps[4])
+
+
 @pytest.mark.parametrize("field,value", [("shift", -1.0), ("rotate", 200.0), ("zoom", 1.0), ("temporal", -1.0),
-                                         ("past_dropout", 2.0)])
+                                         ("past_dropout", 2.0), ("ahead", 3)])
 def test_bad_augmentation_settings_name_the_field(field, value):
     from neuralrender.errors import NeuralRenderError
     from neuralrender.methods.dvp import DeepVideoPortraits, DVPConfig
@@ -240,3 +307,10 @@ def test_reenact_recipe_holds_and_skips_repeated_source_pictures(shared_data):
     assert not torch.equal(conds[False, True][rep, -5:], conds[False, True][rep - 1, -5:])  # the track's jitter
     assert not torch.equal(conds[True, False][5, :5], conds[True, False][4, :5])  # the plain window moves on
     assert torch.equal(conds[True, True][3, :10], conds[True, False][2, 5:])  # past slots: A and B
+    diff, _ = rec.driving_conditioning(DVPConfig(size=32, window=3, diff_window=True), face, src, tgt, frames)
+    ahead, _ = rec.driving_conditioning(DVPConfig(size=32, window=3, ahead=1), face, src, tgt, frames)
+    nxt = torch.tensor([2, 2, 3, 6, 6, 6, 6])  # pictures A A B C C C D: the next picture's first frame, D repeated
+    assert torch.equal(ahead[:, 5:10], ahead[nxt, 10:]) and torch.equal(ahead[:, 10:], conds[True, True][:, 10:])
+    plain = conds[True, True]  # --diff-window drives with the same window, difference-coded
+    assert torch.equal(diff[:, 10:], plain[:, 10:]) and torch.equal(diff[:, 5:10], plain[:, 10:] - plain[:, 5:10])
+    assert torch.equal(diff[:, :5], plain[:, 5:10] - plain[:, :5])

@@ -96,23 +96,46 @@ def polygon_coverage(poly: torch.Tensor, height: int, width: int, ss: int = 4) -
     return F.avg_pool2d(inside.unsqueeze(1).to(poly.dtype), ss)
 
 
-def stack_window(maps: torch.Tensor, window: int, repeats: torch.Tensor | None = None) -> torch.Tensor:
+def stack_window(maps: torch.Tensor, window: int, repeats: torch.Tensor | None = None, diff: bool = False,
+                 ahead: int = 0) -> torch.Tensor:
     """[T,C,H,W] -> [T,window*C,H,W]: for frame t the maps of t-window+1 ... t (clamped at frame 0), oldest first.
     With `repeats` [T] bool (frame t shows the same picture as t-1, `repeated_frames`): the past slots hold the last
     frame of each of the window-1 preceding runs of distinct pictures, so a repeated frame's window is its
-    predecessor's up to the current slot."""
+    predecessor's up to the current slot. diff: difference-coded, the same information — every slot but the last
+    holds the next slot's maps minus its own (the motion from one window frame to the next), the last slot the
+    current frame's maps; zero past slots = a still window. ahead (offline use: the whole driving track is known):
+    `ahead` of the window-1 slots before the current one hold the NEXT frames t+1 ... t+ahead instead of past ones
+    (with `repeats`: the first frames of the next distinct pictures), nearest first, after the past slots; past the
+    clip's last frame it is repeated. Slots: [t-window+1+ahead ... t-1, t+1 ... t+ahead, t]."""
     T = maps.shape[0]
     t = torch.arange(T)
+    if not 0 <= ahead < window:
+        raise ValueError(f"stack_window: ahead must be in [0, window - 1], got {ahead} for window {window}")
+    back = window - 1 - ahead
     if repeats is None:
-        idx = (t.unsqueeze(1) + torch.arange(-window + 1, 1).unsqueeze(0)).clamp_min(0)  # [T,window]
-        return maps[idx].flatten(1, 2)
+        idx = (t.unsqueeze(1) + torch.arange(-back, 1).unsqueeze(0)).clamp_min(0)  # [T,back+1]
+        if ahead:
+            idx = torch.cat([idx[:, :-1], (t.unsqueeze(1) + torch.arange(1, ahead + 1)).clamp_max(T - 1), idx[:, -1:]], 1)
+        return _stack(maps, idx, diff)
     new = ~repeats.bool().cpu()
     new[0] = True
     run = torch.cumsum(new.long(), 0) - 1  # run of distinct pictures of each frame
     last = torch.zeros(int(run[-1]) + 1, dtype=torch.long).scatter_reduce(0, run, t, "amax")
-    past = last[(run.unsqueeze(1) - torch.arange(window - 1, 0, -1).unsqueeze(0)).clamp_min(0)]  # [T,window-1]
+    past = last[(run.unsqueeze(1) - torch.arange(back, 0, -1).unsqueeze(0)).clamp_min(0)]  # [T,back]
     idx = torch.cat([torch.minimum(past, t.unsqueeze(1)), t.unsqueeze(1)], 1)
-    return maps[idx].flatten(1, 2)
+    if ahead:
+        first = torch.full_like(last, T).scatter_reduce(0, run, t, "amin")
+        nxt = run.unsqueeze(1) + torch.arange(1, ahead + 1).unsqueeze(0)  # [T,ahead]
+        fut = torch.where(nxt <= run[-1], first[nxt.clamp_max(int(run[-1]))], torch.full_like(nxt, T - 1))
+        idx = torch.cat([idx[:, :-1], fut, idx[:, -1:]], 1)
+    return _stack(maps, idx, diff)
+
+
+def _stack(maps: torch.Tensor, idx: torch.Tensor, diff: bool) -> torch.Tensor:
+    x = maps[idx]  # [T,window,C,H,W]
+    if diff:
+        x = torch.cat([x[:, 1:] - x[:, :-1], x[:, -1:]], 1)
+    return x.flatten(1, 2)
 
 
 def repeated_frames(frames: torch.Tensor, threshold: float = 2e-3) -> torch.Tensor:

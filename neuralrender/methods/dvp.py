@@ -90,6 +90,13 @@ class DVPConfig:
                                                                "baseline's features)"})
     past_dropout: float = field(default=0.0, metadata={"help": "training: probability per pair that the window's "
                                                                "past frames are replaced by the current frame's maps"})
+    diff_window: bool = field(default=False, metadata={"help": "difference-coded window: the past slots hold the "
+                                                               "change from one window frame to the next, the last "
+                                                               "slot the current frame's maps (same information)"})
+    ahead: int = field(default=0, metadata={"help": "offline renderer (ours, not the paper's): this many of the "
+                                                    "window's slots hold the NEXT frames' maps (with "
+                                                    "--distinct-window the next distinct pictures; the clip's "
+                                                    "last frame repeated at its end) instead of past ones"})
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -148,8 +155,12 @@ class PortraitFrames(Dataset):
     distinct picture instead of frame t-1 (the same where the picture changes; the --temporal pairs of training)."""
 
     def __init__(self, data: dict, window: int, indices: list[int], nn_index: torch.Tensor | None = None,
-                 distinct: bool = False, prev_picture: bool = False):
-        self.cond = stack_window(data["maps"], window, data["repeats"] if distinct else None)
+                 distinct: bool = False, prev_picture: bool = False, diff: bool = False, ahead: int = 0,
+                 end: int | None = None):
+        maps, rep = data["maps"], data["repeats"]
+        if ahead and end is not None:  # the clip ends at `end` (training: no held-out frame in a look-ahead slot)
+            maps, rep = maps[:end], rep[:end]
+        self.cond = stack_window(maps, window, rep if distinct else None, diff, ahead)
         self.images, self.mask, self.indices, self.nn = data["images"], data["mask"], list(indices), nn_index
         t = torch.arange(self.images.shape[0])
         self.prev = ((hold_index(data["repeats"]) if prev_picture else t) - 1).clamp_min(0).tolist()
@@ -186,9 +197,9 @@ def build_portrait_data(cfg: DVPConfig, data: str | None) -> DataBundle:
     train_idx, val_idx = list(range(n_train)), list(range(n_train, T))
     nn = nearest_frames(d["feats"], train_idx)
     info = {"cond_channels": cfg.window * COND_CHANNELS, "mean_image": d["images"][:n_train].mean(0), "frames": T}
-    w, dw = cfg.window, cfg.distinct_window
-    train = PortraitFrames(d, w, train_idx, distinct=dw, prev_picture=dw)
-    return DataBundle(train, PortraitFrames(d, w, val_idx, nn, dw), info)
+    w, dw, df, ah = cfg.window, cfg.distinct_window, cfg.diff_window, cfg.ahead
+    train = PortraitFrames(d, w, train_idx, distinct=dw, prev_picture=dw, diff=df, ahead=ah, end=n_train)
+    return DataBundle(train, PortraitFrames(d, w, val_idx, nn, dw, diff=df, ahead=ah), info)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -238,7 +249,8 @@ class DeepVideoPortraits(Method):
                       "ckpt_every": 250, "eval_batches": 0, "threads": 1}
     # what runs saved before these fields existed were trained and conditioned with
     legacy_config = {"mouth_fill": False, "shift": 0.0, "rotate": 0.0, "zoom": 0.0, "temporal": 0.0,
-                     "past_dropout": 0.0, "distinct_window": False, "hold_repeats": False}
+                     "past_dropout": 0.0, "distinct_window": False, "hold_repeats": False, "diff_window": False,
+                     "ahead": 0}
 
     @classmethod
     def build_data(cls, cfg, data, seed):
@@ -249,7 +261,8 @@ class DeepVideoPortraits(Method):
         for name, ok, want in (("shift", cfg.shift >= 0, ">= 0"), ("rotate", 0 <= cfg.rotate <= 180, "in [0, 180]"),
                                ("zoom", 0 <= cfg.zoom < 1, "in [0, 1)"),
                                ("temporal", cfg.temporal >= 0, ">= 0"),
-                               ("past_dropout", 0 <= cfg.past_dropout <= 1, "in [0, 1]")):
+                               ("past_dropout", 0 <= cfg.past_dropout <= 1, "in [0, 1]"),
+                               ("ahead", 0 <= cfg.ahead < cfg.window, "in [0, window - 1]")):
             if not ok:
                 raise NeuralRenderError(f"dvp: {name} must be {want}, got {getattr(cfg, name)}")
         c = info["cond_channels"]
@@ -276,6 +289,8 @@ class DeepVideoPortraits(Method):
         if self.cfg.past_dropout and k > COND_CHANNELS:
             drop = (torch.rand(h) < self.cfg.past_dropout).view(h, 1, 1, 1).to(c.device)
             now = lambda x: x[:, -COND_CHANNELS:].repeat(1, k // COND_CHANNELS, 1, 1)  # noqa: E731
+            if self.cfg.diff_window:  # a still window: zero changes
+                now = lambda x: torch.cat([torch.zeros_like(x[:, :-COND_CHANNELS]), x[:, -COND_CHANNELS:]], 1)  # noqa: E731
             c, pc = torch.where(drop, now(c), c), (None if pc is None else torch.where(drop, now(pc), pc))
         if not self.cfg.temporal:
             return random_affine([c, r, m], self.cfg.shift, self.cfg.rotate, self.cfg.zoom)
