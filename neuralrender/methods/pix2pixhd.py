@@ -44,9 +44,10 @@ class Pix2PixHDConfig(CondTaskConfig):
         "help": "stride-2 convs of the global generator (2: an 8x8 bottleneck at 64^2; the paper's 4 at 1024x512 leaves 64x32)"})
     n_blocks_global: int = field(default=4, metadata={"help": "residual blocks of the global generator"})
     n_blocks_local: int = field(default=3, metadata={"help": "residual blocks of the local enhancer (paper: 3)"})
-    up: Literal["transpose", "bilinear", "nearest"] = field(default="bilinear", metadata={
-        "help": "generator upsampling: a resize conv (bilinear/nearest x2 + 3x3 conv; default) or 'transpose' (the "
-                "paper's 3x3 stride-2 transposed convs, which leave a checkerboard/grid pattern)"})
+    up: Literal["transpose", "bilinear", "nearest", "shuffle"] = field(default="bilinear", metadata={
+        "help": "generator upsampling: a resize conv (bilinear/nearest x2 + 3x3 conv; default), 'transpose' (the "
+                "paper's 3x3 stride-2 transposed convs, which leave a checkerboard/grid pattern) or 'shuffle' "
+                "(sub-pixel conv: 3x3 conv to 4x channels + PixelShuffle, ICNR init; not in the paper)"})
     coords: bool = field(default=True, metadata={
         "help": "append x, y pixel coordinates in [-1,1] to the generator input (CoordConv; not in the paper)"})
     coord_octaves: int = field(default=0, metadata={

@@ -73,14 +73,23 @@ def pixel_coords(x: torch.Tensor, octaves: int = 0) -> torch.Tensor:
     return torch.cat(feats, 0).expand(B, -1, H, W)
 
 
-UP_MODES = ("transpose", "bilinear", "nearest")
+UP_MODES = ("transpose", "bilinear", "nearest", "shuffle")
 
 
 def _upsample(c: int, c2: int, up: str) -> list[nn.Module]:
-    """x2 upsampling c -> c2 channels: 'transpose' (3x3 stride-2 transposed conv, pix2pixHD's) or a resize
-    convolution ('bilinear' | 'nearest' upsampling, then a reflect-padded 3x3 conv: no checkerboard pattern)."""
+    """x2 upsampling c -> c2 channels: 'transpose' (3x3 stride-2 transposed conv, pix2pixHD's), a resize
+    convolution ('bilinear' | 'nearest' upsampling, then a reflect-padded 3x3 conv: no checkerboard pattern), or
+    'shuffle' (sub-pixel conv, Shi et al. 2016: a reflect-padded 3x3 conv to 4*c2 channels, then PixelShuffle; each
+    of the 4 output sub-pixels has its own filters, as with a transposed conv, without its uneven overlap; ICNR
+    init, Aitken et al. 2017: the 4 filters start equal, i.e. nearest resize + conv)."""
     if up == "transpose":
         return [nn.ConvTranspose2d(c, c2, 3, 2, 1, output_padding=1)]
+    if up == "shuffle":
+        conv = nn.Conv2d(c, 4 * c2, 3)
+        with torch.no_grad():
+            conv.weight.copy_(conv.weight[::4].repeat_interleave(4, 0))
+            conv.bias.copy_(conv.bias[::4].repeat_interleave(4, 0))
+        return [nn.ReflectionPad2d(1), conv, nn.PixelShuffle(2)]
     if up not in UP_MODES:
         raise ValueError(f"unknown upsampling '{up}'; valid: {', '.join(UP_MODES)}")
     resize = nn.Upsample(scale_factor=2, mode=up, align_corners=False if up == "bilinear" else None)
