@@ -19,6 +19,12 @@ cameras, never on held-out views or generated frames). Runs resume after a kill 
 --layouts N (scene tasks): every method also trains on N random layouts of the scene from the training cameras
 (seeded apart from the segmenter's layouts).
 
+pix2pixHD's configuration per task (docs/methods/pix2pixhd.md), given with --set; pix2pix uses its defaults:
+
+    scene, scene-gbuffer   --set pix2pixhd.coords=false                               (session 5)
+    face                   the defaults
+    body                   --set pix2pixhd.up=shuffle pix2pixhd.feat_channels=0       (session 7)
+
 edit: the edited-scene check alone, on runs already trained (one segmenter scores every run given; the runs must
 share one scene task), e.g. two configurations of one method side by side:
 
