@@ -7,7 +7,7 @@
 2. Trains the target's Deep Video Portraits renderer (`dvp`, first 80% of the target's frames; default budget:
    1000 steps, batch 4, lr 5e-4, U-Net / PatchGAN width 16, window 3, lip blobs + filled inner lips, eye/lip L1
    weight 4, random shift / rotation / zoom of the training pairs, tracked parameters held on repeated pictures,
-   distinct-picture window, 128², 1 thread), or loads --run.
+   distinct-picture window with one look-ahead slot (`--ahead 1`, offline), 128², 1 thread), or loads --run.
 3. Transfers the source's expression (--expression: absolute, relative or normalised to the target's range) and
    relative head pose onto the target's identity, lighting and camera, rasterizes the conditioning maps, runs the
    renderer, and writes OUT/reenact.mp4 (source | conditioning | output), OUT/face2face.mp4 (Face2Face-style: the
@@ -87,7 +87,8 @@ def driving_conditioning(cfg, face, src, tgt, src_frames: torch.Tensor, pose: st
     p = transfer_params(sp, tgt.params, pose=pose, expression=expression, light=light)
     scale = (inter_ocular(tgt.landmarks).mean() / inter_ocular(src.landmarks).mean()).item()
     maps = track_maps(face, p, slm, fitted, tgt.width, tgt.height, cfg.size, cfg.mouth, cfg.mouth_fill, scale)
-    return stack_window(maps, cfg.window, rep if cfg.distinct_window else None, cfg.diff_window, cfg.ahead), p
+    return stack_window(maps, cfg.window, rep if cfg.distinct_window else None, cfg.diff_window,
+                        min(cfg.ahead, cfg.window - 1)), p
 
 
 @script_main

@@ -261,7 +261,7 @@ def test_look_ahead_window_is_aligned():
 
 
 @pytest.mark.parametrize("field,value", [("shift", -1.0), ("rotate", 200.0), ("zoom", 1.0), ("temporal", -1.0),
-                                         ("past_dropout", 2.0), ("ahead", 3)])
+                                         ("past_dropout", 2.0), ("ahead", -1)])
 def test_bad_augmentation_settings_name_the_field(field, value):
     from neuralrender.errors import NeuralRenderError
     from neuralrender.methods.dvp import DeepVideoPortraits, DVPConfig
@@ -299,7 +299,7 @@ def test_reenact_recipe_holds_and_skips_repeated_source_pictures(shared_data):
     conds = {}
     for hold in (True, False):
         for dw in (True, False):
-            cfg = DVPConfig(size=32, window=3, hold_repeats=hold, distinct_window=dw)
+            cfg = DVPConfig(size=32, window=3, hold_repeats=hold, distinct_window=dw, ahead=0)  # past-only
             conds[hold, dw], p = rec.driving_conditioning(cfg, face, src, tgt, frames)
             assert conds[hold, dw].shape == (7, 15, 32, 32) and p.batch_size == 7
     rep = torch.tensor([1, 4, 5])
@@ -307,7 +307,7 @@ def test_reenact_recipe_holds_and_skips_repeated_source_pictures(shared_data):
     assert not torch.equal(conds[False, True][rep, -5:], conds[False, True][rep - 1, -5:])  # the track's jitter
     assert not torch.equal(conds[True, False][5, :5], conds[True, False][4, :5])  # the plain window moves on
     assert torch.equal(conds[True, True][3, :10], conds[True, False][2, 5:])  # past slots: A and B
-    diff, _ = rec.driving_conditioning(DVPConfig(size=32, window=3, diff_window=True), face, src, tgt, frames)
+    diff, _ = rec.driving_conditioning(DVPConfig(size=32, window=3, diff_window=True, ahead=0), face, src, tgt, frames)
     ahead, _ = rec.driving_conditioning(DVPConfig(size=32, window=3, ahead=1), face, src, tgt, frames)
     nxt = torch.tensor([2, 2, 3, 6, 6, 6, 6])  # pictures A A B C C C D: the next picture's first frame, D repeated
     assert torch.equal(ahead[:, 5:10], ahead[nxt, 10:]) and torch.equal(ahead[:, 10:], conds[True, True][:, 10:])

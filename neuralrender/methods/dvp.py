@@ -3,8 +3,9 @@
 Data: one video of the target actor and its face track (`neuralrender faces track`, or a quick landmark-only
 track computed here when --track is empty). Per frame, neuralrender.faces.conditioning rasterizes 5 maps
 (mean-face correspondence, diffuse shading under the fitted light, eye blobs + lip blobs and the filled inner-lip
-polygon with --mouth / --mouth-fill); the last `window` frames are stacked into channels (paper: 11 frames, 9
-channels each). Train = the first `train_frac` of the frames, held-out
+polygon with --mouth / --mouth-fill); a window of `window` frames is stacked into channels (paper: the last 11
+frames, 9 channels each; here by default the current frame, one past and one NEXT distinct picture, `--ahead 1`:
+reenactment here is offline, the whole driving track is known). Train = the first `train_frac` of the frames, held-out
 = the rest, driven by their own tracked parameters (self-reenactment).
 
 Renderer: the project's U-Net on the stacked window (space-time encoder-decoder), a conditional PatchGAN on
@@ -93,10 +94,11 @@ class DVPConfig:
     diff_window: bool = field(default=False, metadata={"help": "difference-coded window: the past slots hold the "
                                                                "change from one window frame to the next, the last "
                                                                "slot the current frame's maps (same information)"})
-    ahead: int = field(default=0, metadata={"help": "offline renderer (ours, not the paper's): this many of the "
-                                                    "window's slots hold the NEXT frames' maps (with "
-                                                    "--distinct-window the next distinct pictures; the clip's "
-                                                    "last frame repeated at its end) instead of past ones"})
+    ahead: int = field(default=1, metadata={"help": "offline renderer (ours; the paper's window is past-only, "
+                                                    "--ahead 0): this many of the window's slots hold the NEXT "
+                                                    "frames' maps (with --distinct-window the next distinct "
+                                                    "pictures; the clip's last frame repeated at its end) instead "
+                                                    "of past ones; at most window - 1 are used (none at window 1)"})
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -197,7 +199,7 @@ def build_portrait_data(cfg: DVPConfig, data: str | None) -> DataBundle:
     train_idx, val_idx = list(range(n_train)), list(range(n_train, T))
     nn = nearest_frames(d["feats"], train_idx)
     info = {"cond_channels": cfg.window * COND_CHANNELS, "mean_image": d["images"][:n_train].mean(0), "frames": T}
-    w, dw, df, ah = cfg.window, cfg.distinct_window, cfg.diff_window, cfg.ahead
+    w, dw, df, ah = cfg.window, cfg.distinct_window, cfg.diff_window, min(cfg.ahead, cfg.window - 1)
     train = PortraitFrames(d, w, train_idx, distinct=dw, prev_picture=dw, diff=df, ahead=ah, end=n_train)
     return DataBundle(train, PortraitFrames(d, w, val_idx, nn, dw, diff=df, ahead=ah), info)
 
@@ -262,7 +264,7 @@ class DeepVideoPortraits(Method):
                                ("zoom", 0 <= cfg.zoom < 1, "in [0, 1)"),
                                ("temporal", cfg.temporal >= 0, ">= 0"),
                                ("past_dropout", 0 <= cfg.past_dropout <= 1, "in [0, 1]"),
-                               ("ahead", 0 <= cfg.ahead < cfg.window, "in [0, window - 1]")):
+                               ("ahead", cfg.ahead >= 0, ">= 0")):
             if not ok:
                 raise NeuralRenderError(f"dvp: {name} must be {want}, got {getattr(cfg, name)}")
         c = info["cond_channels"]
