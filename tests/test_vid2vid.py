@@ -164,3 +164,21 @@ def test_lambda_h_run_round_trip(tmp_path):
     del data["model"]["lambda_h"]
     cfg_path.write_text(yaml.safe_dump(data))
     assert load_run(tmp_path / "run", device="cpu")[0].cfg.lambda_h == 0
+
+
+def test_hd_up_option():
+    """hd_up (generator='pix2pixhd'): the hallucinator's upsampling; the default builds the session-6 hallucinator
+    (pix2pixHD's session-4 generator, HD_GENERATOR: same parameters and shapes), 'shuffle' puts PixelShuffle layers
+    in it and keeps the output shapes."""
+    from neuralrender.methods.vid2vid import HD_GENERATOR, HDSequentialGenerator, Vid2VidConfig
+    from neuralrender.nn.generators import LocalEnhancer
+
+    assert Vid2VidConfig().hd_up == HD_GENERATOR["up"] == "bilinear"
+    default = HDSequentialGenerator(5, 3, width=4, n_down=2, n_blocks=1)
+    ref = LocalEnhancer(3 + 2, 3, **HD_GENERATOR).state_dict()
+    assert {k: v.shape for k, v in default.hallucinator.state_dict().items()} == {k: v.shape for k, v in ref.items()}
+    shuffle = HDSequentialGenerator(5, 3, width=4, n_down=2, n_blocks=1, hd_up="shuffle")
+    assert not any(isinstance(m, torch.nn.PixelShuffle) for m in default.hallucinator.modules())
+    assert any(isinstance(m, torch.nn.PixelShuffle) for m in shuffle.hallucinator.modules())
+    out = shuffle(torch.rand(1, 15, 16, 16), torch.rand(1, 6, 16, 16))
+    assert out["image"].shape == (1, 3, 16, 16) and out["hallucinated"].shape == (1, 3, 16, 16)

@@ -63,6 +63,9 @@ class Vid2VidConfig(CondTaskConfig):
         "help": "where the hallucinated image comes from: 'pix2pixhd' (pix2pixHD's generator with its defaults on "
                 "the current condition, the flow + mask branch stays; default, session 6: docs/methods/vid2vid.md) "
                 "or 'sequential' (the sequential generator's own image decoder; sessions 1-5)"})
+    hd_up: Literal["bilinear", "shuffle", "transpose", "nearest"] = field(default="bilinear", metadata={
+        "help": "with --generator pix2pixhd: the hallucinator's upsampling (bilinear = pix2pixHD's session-4 "
+                "defaults; shuffle = pix2pixHD's body configuration of session 7)"})
     num_d: int = field(default=2, metadata={"help": "scales of both discriminators"})
     d_width: int = field(default=32, metadata={"help": "discriminator channels of the first layer"})
     d_layers: int = field(default=3, metadata={"help": "stride-2 layers per discriminator"})
@@ -97,11 +100,11 @@ class HDSequentialGenerator(SequentialGenerator):
     outputs are the same dict. The first frame (prev None) is the hallucination alone (flow 0, mask 1)."""
 
     def __init__(self, cond_channels: int, raw_channels: int, n_prev: int = 2, width: int = 32, n_down: int = 3,
-                 n_blocks: int = 6, up: str = "transpose"):
+                 n_blocks: int = 6, up: str = "transpose", hd_up: str = HD_GENERATOR["up"]):
         super().__init__(cond_channels, n_prev, width, n_down, n_blocks, up=up)
         del self.dec_img, self.head_img
         self.raw_channels = raw_channels
-        self.hallucinator = LocalEnhancer(raw_channels + 2, 3, **HD_GENERATOR)
+        self.hallucinator = LocalEnhancer(raw_channels + 2, 3, **{**HD_GENERATOR, "up": hd_up})
 
     def forward(self, conds: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
         B, _, H, W = conds.shape
@@ -159,7 +162,8 @@ class Vid2Vid(Method):
         c = info["cond_channels"]
         cc = c + (2 if cfg.coords else 0)
         if cfg.generator == "pix2pixhd":
-            self.generator = HDSequentialGenerator(cc, c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up)
+            self.generator = HDSequentialGenerator(cc, c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up,
+                                                   hd_up=cfg.hd_up)
         else:
             self.generator = SequentialGenerator(cc, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up)
         with torch.no_grad():  # the head's last conv is zero-initialised: flow 0, mask = sigmoid(mask_bias)
