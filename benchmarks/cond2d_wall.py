@@ -2,7 +2,8 @@
 
 For each Weizmann clip, the wall is the pixels within `--tol` (mean absolute over RGB) of the clip's median frame;
 the rest is the person. Prints per clip and split (training / held-out frames) the mean SSIM map (kornia, window 11)
-over each part and the wall's L1.
+over each part and the wall's L1. `wall_person_split(model, seqs, split)` is the same measurement as a function
+(used by benchmarks/cond2d_screen.py).
 
     python benchmarks/cond2d_wall.py runs/10/s6/body400/pix2pix runs/10/s6/body400/pix2pixhd
 """
@@ -19,9 +20,31 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main() -> None:
+@torch.no_grad()
+def wall_person_split(model, seqs, split: str, tol: float = 0.06) -> list[dict]:
+    """Per clip of `seqs` (body_pose_sequences), on its 'train' (first 80%) or 'val' (last 20%) frames: the mean
+    SSIM map over the wall and over the person, the wall's share of the pixels and the wall's L1.
+    model.generate_clip(cond [1,T,C,H,W], inst) -> [1,T,3,H,W] (pix2pix, pix2pixhd)."""
     import kornia
 
+    rows = []
+    for s in seqs:
+        n = len(s)
+        n_test = math.ceil(0.2 * n)
+        sl = slice(0, n - n_test) if split == "train" else slice(n - n_test, n)
+        real = s.target[sl]
+        out = model.generate_clip(s.cond[sl][None], s.instances[sl][None])[0].clamp(0, 1)
+        wall = ((real - s.target.median(0).values).abs().mean(1, keepdim=True) < tol).float()
+        smap = kornia.metrics.ssim(out, real, 11).mean(1, keepdim=True)
+        l1 = (out - real).abs().mean(1, keepdim=True)
+        w, p = wall.sum().item(), (1 - wall).sum().item()
+        rows.append({"wall_ssim": (smap * wall).sum().item() / w,
+                     "person_ssim": (smap * (1 - wall)).sum().item() / max(p, 1),
+                     "wall_share": w / wall.numel(), "wall_l1": (l1 * wall).sum().item() / w})
+    return rows
+
+
+def main() -> None:
     from neuralrender.data.conditions import body_pose_sequences
     from neuralrender.train.trainer import load_run
 
@@ -36,20 +59,9 @@ def main() -> None:
         model.eval()
         for split in ("train", "val"):
             print(f"{run} {split}")
-            for k, s in enumerate(seqs):
-                n = len(s)
-                n_test = math.ceil(0.2 * n)
-                sl = slice(0, n - n_test) if split == "train" else slice(n - n_test, n)
-                real = s.target[sl]
-                with torch.no_grad():
-                    out = model.generate_clip(s.cond[sl][None], s.instances[sl][None])[0].clamp(0, 1)
-                wall = ((real - s.target.median(0).values).abs().mean(1, keepdim=True) < a.tol).float()
-                smap = kornia.metrics.ssim(out, real, 11).mean(1, keepdim=True)
-                l1 = (out - real).abs().mean(1, keepdim=True)
-                w, p = wall.sum().item(), (1 - wall).sum().item()
-                print(f"  clip {k}: SSIM wall {(smap * wall).sum().item() / w:.3f} person "
-                      f"{(smap * (1 - wall)).sum().item() / max(p, 1):.3f} (wall {w / wall.numel():.0%} of pixels), "
-                      f"L1 wall {(l1 * wall).sum().item() / w:.4f}")
+            for k, r in enumerate(wall_person_split(model, seqs, split, a.tol)):
+                print(f"  clip {k}: SSIM wall {r['wall_ssim']:.3f} person {r['person_ssim']:.3f} "
+                      f"(wall {r['wall_share']:.0%} of pixels), L1 wall {r['wall_l1']:.4f}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import MultiScaleDiscriminator
 from neuralrender.nn.encoders import FeatureBank, InstanceFeatureEncoder
 from neuralrender.nn.generators import LocalEnhancer, pixel_coords
+from neuralrender.nn.neural_texture import ScreenTexture
 from neuralrender.registry import register
 
 
@@ -55,6 +56,10 @@ class Pix2PixHDConfig(CondTaskConfig):
                 "pixels; 0 = plain x, y; not in the paper)"})
     skip: bool = field(default=False, metadata={
         "help": "local enhancer: concatenate the stem's full-resolution features before the head (not in the paper)"})
+    canvas: int = field(default=0, metadata={
+        "help": "channels of a learned screen-space texture (nn.neural_texture.ScreenTexture, 'canvas') appended to "
+                "the generator input next to x, y: a per-pixel learned input for a static camera's background (body "
+                "configuration, session 8; 0 = off; not in the paper; meaningless for a moving camera)"})
     global_steps: int = field(default=0, metadata={
         "help": "steps training only G1 at half resolution first (the paper's coarse-to-fine schedule; 0 = joint from the start)"})
     num_d: int = field(default=2, metadata={"help": "discriminator scales"})
@@ -85,8 +90,10 @@ class Pix2PixHD(Method):
     def __init__(self, cfg: Pix2PixHDConfig, info):
         super().__init__(cfg, info)
         c, fc = info["cond_channels"], cfg.feat_channels
-        self.generator = LocalEnhancer(c + fc + (2 + 4 * cfg.coord_octaves if cfg.coords else 0), 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
+        extra = (2 + 4 * cfg.coord_octaves if cfg.coords else 0) + cfg.canvas
+        self.generator = LocalEnhancer(c + fc + extra, 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
                                        cfg.n_blocks_local, up=cfg.up, skip=cfg.skip)
+        self.canvas = ScreenTexture(cfg.canvas, cfg.size) if cfg.canvas > 0 else None
         self.discriminator = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.encoder = InstanceFeatureEncoder(3, fc) if fc > 0 else None
         self.bank = FeatureBank(max(1, info.get("num_classes", 1)), fc) if fc > 0 else None
@@ -99,7 +106,8 @@ class Pix2PixHD(Method):
         if phase == "d":
             return list(self.discriminator.parameters())
         enc = list(self.encoder.parameters()) if self.encoder is not None else []
-        return list(self.generator.parameters()) + enc
+        canvas = list(self.canvas.parameters()) if self.canvas is not None else []
+        return list(self.generator.parameters()) + enc + canvas
 
     # ---- generation ---------------------------------------------------------------------------------
     def features(self, real: torch.Tensor | None, inst: torch.Tensor, generator=None) -> torch.Tensor | None:
@@ -125,6 +133,8 @@ class Pix2PixHD(Method):
         x = cond if feat is None else torch.cat([cond, feat], 1)
         if self.cfg.coords:
             x = torch.cat([x, pixel_coords(x, self.cfg.coord_octaves)], 1)
+        if self.canvas is not None:
+            x = torch.cat([x, self.canvas(x)], 1)
         return self.generator.global_only(x) if coarse else self.generator(x)
 
     def _coarse(self, step: int) -> bool:

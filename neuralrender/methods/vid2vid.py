@@ -44,6 +44,7 @@ from neuralrender.methods._cond2d import (
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import MultiScaleDiscriminator, VideoDiscriminator
 from neuralrender.nn.generators import LocalEnhancer, SequentialGenerator, _pad_to, pixel_coords
+from neuralrender.nn.neural_texture import ScreenTexture
 from neuralrender.registry import register
 
 
@@ -66,6 +67,9 @@ class Vid2VidConfig(CondTaskConfig):
     hd_up: Literal["bilinear", "shuffle", "transpose", "nearest"] = field(default="bilinear", metadata={
         "help": "with --generator pix2pixhd: the hallucinator's upsampling (bilinear = pix2pixHD's session-4 "
                 "defaults; shuffle = pix2pixHD's body configuration of session 7)"})
+    canvas: int = field(default=0, metadata={
+        "help": "with --generator pix2pixhd: channels of a learned screen-space texture (as pix2pixhd's canvas) "
+                "appended to the hallucinator's input (0 = off; not in the paper; session 8, body)"})
     num_d: int = field(default=2, metadata={"help": "scales of both discriminators"})
     d_width: int = field(default=32, metadata={"help": "discriminator channels of the first layer"})
     d_layers: int = field(default=3, metadata={"help": "stride-2 layers per discriminator"})
@@ -95,16 +99,19 @@ HD_GENERATOR = {"width": 16, "n_down_global": 2, "n_blocks_global": 4, "n_blocks
 
 class HDSequentialGenerator(SequentialGenerator):
     """SequentialGenerator whose hallucinated image comes from pix2pixHD's LocalEnhancer (HD_GENERATOR) on the
-    current condition (its first `raw_channels` channels) + x, y pixel coordinates. The two encoders, residual
+    current condition (its first `raw_channels` channels) + x, y pixel coordinates (+ a `canvas`-channel
+    ScreenTexture of `size` texels, sampled at the input's resolution; 0 = none). The two encoders, residual
     blocks and the flow + mask decoder are SequentialGenerator's (its own image decoder is dropped); the
     outputs are the same dict. The first frame (prev None) is the hallucination alone (flow 0, mask 1)."""
 
     def __init__(self, cond_channels: int, raw_channels: int, n_prev: int = 2, width: int = 32, n_down: int = 3,
-                 n_blocks: int = 6, up: str = "transpose", hd_up: str = HD_GENERATOR["up"]):
+                 n_blocks: int = 6, up: str = "transpose", hd_up: str = HD_GENERATOR["up"], canvas: int = 0,
+                 size: int = 64):
         super().__init__(cond_channels, n_prev, width, n_down, n_blocks, up=up)
         del self.dec_img, self.head_img
         self.raw_channels = raw_channels
-        self.hallucinator = LocalEnhancer(raw_channels + 2, 3, **{**HD_GENERATOR, "up": hd_up})
+        self.hallucinator = LocalEnhancer(raw_channels + 2 + canvas, 3, **{**HD_GENERATOR, "up": hd_up})
+        self.canvas = ScreenTexture(canvas, size) if canvas > 0 else None
 
     def forward(self, conds: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
         B, _, H, W = conds.shape
@@ -112,7 +119,8 @@ class HDSequentialGenerator(SequentialGenerator):
             raise NeuralRenderError(f"HDSequentialGenerator expects {self.n_prev + 1} conditions of "
                                     f"{self.cond_channels} channels, got {conds.shape[1]} channels")
         cur = conds[:, -self.cond_channels:][:, :self.raw_channels]
-        hallucinated = self.hallucinator(torch.cat([cur, pixel_coords(cur)], 1))
+        inputs = [cur, pixel_coords(cur)] + ([self.canvas(cur)] if self.canvas is not None else [])
+        hallucinated = self.hallucinator(torch.cat(inputs, 1))
         if prev is None:
             zero = hallucinated.new_zeros(B, 1, H, W)
             return {"image": hallucinated, "hallucinated": hallucinated, "flow": zero.expand(-1, 2, -1, -1),
@@ -163,8 +171,10 @@ class Vid2Vid(Method):
         cc = c + (2 if cfg.coords else 0)
         if cfg.generator == "pix2pixhd":
             self.generator = HDSequentialGenerator(cc, c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up,
-                                                   hd_up=cfg.hd_up)
+                                                   hd_up=cfg.hd_up, canvas=cfg.canvas, size=cfg.size)
         else:
+            if cfg.canvas:
+                raise NeuralRenderError("vid2vid: canvas needs --generator pix2pixhd (it is an input of its hallucinator)")
             self.generator = SequentialGenerator(cc, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up)
         with torch.no_grad():  # the head's last conv is zero-initialised: flow 0, mask = sigmoid(mask_bias)
             self.generator.head_flow[1].bias[2] = cfg.mask_bias

@@ -72,3 +72,31 @@ class NeuralTexture(nn.Module):
             raise NeuralRenderError(f"neural texture edit returned shape {tuple(new.shape)}, expected {tuple(old.shape)}")
         self.levels[0][0].add_((new - old) / self.lr_scale)
         return self
+
+
+def screen_uv(batch: int, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The uv [B,H,W,2] of an image's pixel centres on the whole screen, in the texture module's v-up convention:
+    pixel (r, c) -> u = (c + 0.5) / W, v = 1 - (r + 0.5) / H (row 0 at the top is v near 1). A texture of H x W
+    texels sampled there returns its texels exactly; at half the resolution each pixel gets the mean of 2x2 texels."""
+    u = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
+    v = 1.0 - (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+    uv = torch.stack(torch.meshgrid(u, v, indexing="xy"), -1)  # [H,W,2]
+    return uv.expand(batch, height, width, 2)
+
+
+class ScreenTexture(nn.Module):
+    """A learned C-channel image pinned to the screen ("canvas"): a `NeuralTexture` sampled at each output pixel's
+    screen position (`screen_uv`), forward(x [B,*,H,W]) -> [B,C,H,W] for any H, W (bilinear, so it is
+    resolution-independent). For a static camera it gives a generator a per-pixel learned input for the fixed
+    background (the deferred-neural-rendering neural texture, in screen space instead of UV space); it carries no
+    meaning for a moving camera. lr_scale as NeuralTexture (10: the neural-textures method's default)."""
+
+    def __init__(self, channels: int, size: int = 64, levels: int = 4, lr_scale: float = 10.0, init_std: float = 0.1):
+        super().__init__()
+        self.texture = NeuralTexture(channels, size, levels, lr_scale=lr_scale, init_std=init_std)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        feats = self.texture(screen_uv(1, H, W, x.device, x.dtype))
+        return feats.expand(B, -1, -1, -1)
