@@ -314,6 +314,7 @@ VARIANTS = {  # name -> (registered method, extra `neuralrender train` flags)
     "fomm-no-occlusion": ("fomm", ["--use-occlusion", "false"]),
     "fomm-paper-output": ("fomm", ["--output-blend", "false"]),
     "fomm-local-affine": ("fomm", ["--affine-range", "1.0"]),
+    "fomm-identity-start": ("fomm", ["--mask-init", "identity"]),
     "copart": ("copart", []),
 }
 

@@ -123,6 +123,44 @@ def test_dense_motion_with_identical_keypoints_is_identity_flow():
     assert grid_to_flow(out["deformation"]).abs().max() < 1e-3  # pixels
 
 
+def test_identity_mask_init_background_share_and_flow_for_any_keypoints():
+    """mask_init="identity" (Monkey-Net's, optional for fomm): masks e^2/(e^2+K) on the background and
+    1/(e^2+K) per keypoint at every pixel for any image and keypoints, so the flow is the identity plus
+    (1 - share) x the mean keypoint motion's displacement (exactly the identity where no keypoint moved);
+    the random init's masks vary over the image."""
+    K, H = 4, 16
+    torch.manual_seed(0)
+    net = DenseMotionNetwork(K, 3, 8, 2, 16, norm="group", mask_init="identity")
+    torch.manual_seed(0)
+    rnd = DenseMotionNetwork(K, 3, 8, 2, 16, norm="group")
+    assert torch.count_nonzero(net.mask.weight) == 0 and net.mask.bias.tolist() == [2.0] + [0.0] * K
+    for (name, a), (_, b) in zip(net.named_parameters(), rnd.named_parameters()):  # nothing else changes
+        assert name.startswith("mask.") or torch.equal(a, b), name
+    g = torch.Generator().manual_seed(1)
+    kp_s = {"value": torch.rand(2, K, 2, generator=g) * 1.6 - 0.8,
+            "jacobian": torch.eye(2) + 0.2 * torch.randn(2, K, 2, 2, generator=g)}
+    kp_d = {"value": torch.rand(2, K, 2, generator=g) * 1.6 - 0.8,
+            "jacobian": torch.eye(2) + 0.2 * torch.randn(2, K, 2, 2, generator=g)}
+    src = torch.rand(2, 3, H, H, generator=g)
+    out = net(src, kp_d, kp_s)
+    share = torch.e**2 / (torch.e**2 + K)
+    assert torch.allclose(out["mask"][:, 0], torch.full((2, H, H), share), atol=1e-6)
+    assert torch.allclose(out["mask"][:, 1:], torch.full((2, K, H, H), (1 - share) / K), atol=1e-6)
+    motions = sparse_motions(H, H, kp_d["value"], kp_s["value"], kp_d["jacobian"], kp_s["jacobian"])
+    expect = identity_grid(2, H, H) + (1 - share) * (motions[:, 1:] - motions[:, :1]).mean(1)
+    assert torch.allclose(out["deformation"], expect, atol=1e-5)
+    assert grid_to_flow(out["deformation"] - expect + identity_grid(2, H, H)).abs().max() < 1e-3
+    still = net(src, kp_s, kp_s)  # no keypoint moved: exactly the identity flow
+    assert torch.allclose(still["deformation"], identity_grid(2, H, H), atol=1e-6)
+    zeroth = DenseMotionNetwork(K, 3, 8, 2, 16, norm="group", use_jacobian=False, mask_init="identity")
+    shift = (1 - share) * (kp_s["value"] - kp_d["value"]).mean(1)  # zeroth order: a global translation
+    assert torch.allclose(zeroth(src, kp_d, kp_s)["deformation"], identity_grid(2, H, H) + shift.view(2, 1, 1, 2), atol=1e-5)
+    m = rnd(src, kp_d, kp_s)["mask"]
+    assert m[:, 0].std() > 1e-3 and m[:, 0].mean() < 0.3  # random init: varies, little on the background
+    with pytest.raises(ValueError, match="mask_init"):
+        DenseMotionNetwork(K, 3, 8, 2, 16, norm="group", mask_init="zeros")
+
+
 def test_sparse_motions_translation_and_affine():
     kp_s = torch.tensor([[[0.1, -0.2]]])
     kp_d = torch.tensor([[[0.3, 0.0]]])

@@ -90,6 +90,42 @@ def test_monkey_net_starts_as_the_warp_and_moves_with_the_keypoints(shared_data,
         trainer("monkey-net", tmp_path / "b", 1, output="blend")
 
 
+def test_identity_mask_init_for_fomm_option_and_monkey_net(shared_data, tmp_path, monkeypatch):
+    """The shared block's identity start: fomm --mask-init identity (default random, the FOMM code's) and
+    monkey-net (always) start with masks e^2/(e^2+K) on the background everywhere, so driven by the source itself
+    the warp is the source; the option changes only the mask conv (the same random numbers are drawn), and
+    monkey-net's init is unchanged (zero weights, background logit 2, every other layer as with the random init)."""
+    from neuralrender.nn.dense_motion import DenseMotionNetwork
+
+    K = TINY_MODEL["fomm"]["num_kp"]
+    share = torch.e**2 / (torch.e**2 + K)
+    fomm = {i: trainer("fomm", tmp_path / i, 1, mask_init=i).model.eval()
+            for i in ("random", "identity")}
+    assert fomm["random"].cfg.mask_init == "random" == type(fomm["random"].cfg)().mask_init  # the default
+    a, b = fomm["identity"].state_dict(), fomm["random"].state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == ["generator.dense_motion.mask.weight",
+                                                             "generator.dense_motion.mask.bias"]
+    tr = trainer("fomm", tmp_path / "d", 1, mask_init="identity")
+    src, drv = tr.data.val[0]["source"][None], tr.data.val[1]["driving"][None]
+    with torch.no_grad():
+        out = fomm["identity"].reconstruct(src, drv)
+        assert torch.allclose(out["mask"][:, 0], torch.full_like(out["mask"][:, 0], share), atol=1e-6)
+        assert fomm["random"].reconstruct(src, drv)["mask"][:, 0].std() > 1e-4
+        assert torch.allclose(fomm["identity"].reconstruct(src, src)["deformed"], src, atol=1e-5)
+    with pytest.raises(ValueError, match="mask_init"):
+        trainer("fomm", tmp_path / "x", 1, mask_init="background")
+    cfg = {**TINY_MODEL["monkey-net"]}
+    torch.manual_seed(0)
+    mn = trainer("monkey-net", tmp_path / "m", 1, **cfg).model
+    mask = mn.generator.motion.mask
+    assert torch.count_nonzero(mask.weight) == 0 and mask.bias.tolist() == [2.0] + [0.0] * cfg["num_kp"]
+    monkeypatch.setattr(DenseMotionNetwork, "identity_start", lambda self, background_logit=2.0: None)
+    torch.manual_seed(0)
+    rnd = trainer("monkey-net", tmp_path / "r", 1, **cfg).model
+    a, b = mn.state_dict(), rnd.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == ["generator.motion.mask.weight", "generator.motion.mask.bias"]
+
+
 def test_monkey_net_correction_only_where_keypoints_moved(shared_data, tmp_path):
     """--gate heat (default): even with a trained (here: random, nonzero) last layer, the decoder's correction
     is zero where no keypoint moved: driven by the source itself the output is the source, and with one keypoint

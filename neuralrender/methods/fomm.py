@@ -8,7 +8,8 @@ occlusion * warped source + (1 - occlusion) * decoded. Trained on frame pairs of
 reconstruction loss and equivariance losses on keypoints and Jacobians under random TPS transforms.
 At test time motion is transferred relatively (with the paper's adaptive scale) or absolutely.
 Ablations of the paper: --use-jacobian false (zeroth order), --use-occlusion false; --output-blend false is the
-paper's output layer; --affine-range S > 0 (ours) limits each keypoint's affine term to its neighbourhood.
+paper's output layer; --affine-range S > 0 (ours) limits each keypoint's affine term to its neighbourhood;
+--mask-init identity starts the motion masks on the background as Monkey-Net does (default random = FOMM's).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class FommConfig(AnimationDataConfig):
     affine_range: float = field(default=0.0, metadata={"help": "localise each keypoint's first-order term to a Gaussian "
                                                               "of this std around it (normalized units; not in the "
                                                               "paper); 0 = the paper's unlimited affine motion"})
+    mask_init: str = field(default="random", metadata={"help": "init of the dense-motion mask conv: random (PyTorch's "
+                                                             "default, the official FOMM code's) or identity (the "
+                                                             "official Monkey-Net code's: zero weights, background "
+                                                             "logit 2, masks start on the identity motion)"})
     output_blend: bool = field(default=True, metadata={"help": "output = occlusion * deformed source + (1 - occlusion) "
                                                               "* generated (TPSMM's output; needs --use-occlusion)"})
     kp_width: int = field(default=16, metadata={"help": "block expansion of the keypoint detector hourglass"})
@@ -67,7 +72,7 @@ class OcclusionAwareGenerator(nn.Module):
         w, mf, n = cfg.gen_width, cfg.max_features, cfg.norm
         self.dense_motion = DenseMotionNetwork(cfg.num_kp, channels, cfg.motion_width, cfg.motion_blocks, mf,
                                                cfg.use_occlusion, cfg.kp_variance, cfg.kp_scale, cfg.use_jacobian, n,
-                                               cfg.affine_range)
+                                               cfg.affine_range, cfg.mask_init)
         self.first = nn.Sequential(nn.Conv2d(channels, w, 7, padding=3), norm_layer(n, w), nn.ReLU())
         ch = [min(mf, w * 2**i) for i in range(cfg.gen_down + 1)]
         self.down = nn.Sequential(*[DownBlock(ch[i], ch[i + 1], n) for i in range(cfg.gen_down)])

@@ -72,7 +72,8 @@ class MotionTransferGenerator(nn.Module):
         self.num_kp, self.kp_variance = cfg.num_kp, cfg.kp_variance
         self.motion = DenseMotionNetwork(cfg.num_kp, channels, cfg.motion_width, cfg.motion_blocks, mf,
                                          estimate_occlusion=False, kp_variance=cfg.kp_variance,
-                                         scale_factor=cfg.kp_scale, use_jacobian=False, norm=n)
+                                         scale_factor=cfg.kp_scale, use_jacobian=False, norm=n,
+                                         mask_init="identity")  # the official code's (masks start on the background)
         self.first = nn.Sequential(nn.Conv2d(channels, w, 7, padding=3), norm_layer(n, w), nn.ReLU())
         ch = [min(mf, w * 2**i) for i in range(cfg.gen_down + 1)]
         self.down = nn.ModuleList(DownBlock(ch[i], ch[i + 1], n) for i in range(cfg.gen_down))
@@ -80,10 +81,6 @@ class MotionTransferGenerator(nn.Module):
         for i in reversed(range(cfg.gen_down)):  # every decoder level also gets the keypoint-heatmap difference
             cin = (ch[i + 1] if i == cfg.gen_down - 1 else 2 * ch[i + 1]) + cfg.num_kp
             self.up.append(UpBlock(cin, ch[i], n))
-        # the official code's mask init: zero weights, background logit 2, so the flow starts as the identity
-        nn.init.zeros_(self.motion.mask.weight)
-        with torch.no_grad():
-            self.motion.mask.bias.copy_(torch.tensor([2.0] + [0.0] * cfg.num_kp))
         # the last layer also sees the deformed source image itself (the official code's first skip is the image)
         self.final = nn.Conv2d(2 * w + cfg.num_kp + channels, channels, 7, padding=3)
         if cfg.output not in ("residual", "decoded"):

@@ -73,17 +73,37 @@ class DenseMotionNetwork(nn.Module):
     G(kp_d) - G(kp_s) (zero for the background) and the source warped by motion k. Masks: softmax of a
     7x7 conv; occlusion: sigmoid of another. use_jacobian=False gives Monkey-Net's zeroth-order motions;
     affine_range: see `sparse_motions`.
+
+    mask_init: "random" (PyTorch's default conv init, the official FOMM code's) or "identity" (the official
+    Monkey-Net code's: zero weights, background logit 2, so at init every pixel puts e^2 / (e^2 + K) of its
+    mask on the background's identity motion, 0.42 at K = 10, and 1 / (e^2 + K) on each keypoint, the same
+    everywhere). The flow at init is then the identity plus (1 - that share) x the mean keypoint motion's
+    displacement: exactly the identity wherever no keypoint moved, not for arbitrary keypoints. The default
+    init runs (and draws its random numbers) in both cases, so the other layers' init does not depend on it.
     """
 
     def __init__(self, num_kp: int, channels: int = 3, block_expansion: int = 64, num_blocks: int = 5,
                  max_features: int = 1024, estimate_occlusion: bool = True, kp_variance: float = 0.01,
-                 scale_factor: float = 1.0, use_jacobian: bool = True, norm: str = "batch", affine_range: float = 0.0):
+                 scale_factor: float = 1.0, use_jacobian: bool = True, norm: str = "batch", affine_range: float = 0.0,
+                 mask_init: str = "random"):
         super().__init__()
         self.num_kp, self.kp_variance, self.scale_factor, self.use_jacobian = num_kp, kp_variance, scale_factor, use_jacobian
         self.affine_range = affine_range
         self.hourglass = Hourglass((num_kp + 1) * (channels + 1), block_expansion, num_blocks, max_features, norm)
         self.mask = nn.Conv2d(self.hourglass.out_channels, num_kp + 1, 7, padding=3)
+        if mask_init == "identity":
+            self.identity_start()
+        elif mask_init != "random":
+            raise ValueError(f"mask_init must be 'random' or 'identity', got {mask_init!r}")
         self.occlusion = nn.Conv2d(self.hourglass.out_channels, 1, 7, padding=3) if estimate_occlusion else None
+
+    @torch.no_grad()
+    def identity_start(self, background_logit: float = 2.0) -> None:
+        """The official Monkey-Net mask init: zero weights, bias [background_logit, 0, ..., 0] (draws no random
+        numbers)."""
+        nn.init.zeros_(self.mask.weight)
+        self.mask.bias.zero_()
+        self.mask.bias[0] = background_logit
 
     def forward(self, source: torch.Tensor, kp_driving: dict, kp_source: dict) -> dict[str, torch.Tensor]:
         src = anti_alias_resize(source, self.scale_factor)
