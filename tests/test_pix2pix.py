@@ -255,3 +255,25 @@ def test_benchmark_edit_mode_scores_saved_runs(tmp_path, monkeypatch):
     for edit in ("move", "duplicate"):
         assert 0 <= res[edit][f"{tmp_path.name}/run"] <= 1 and 0 <= res[edit]["real"] <= 1
         assert (tmp_path / "edit" / f"edit_{edit}.png").is_file()
+
+
+def test_pix2pixhd_canvas_option(tmp_path):
+    """canvas: a ScreenTexture appended to the generator input; 0 (default) adds no parameters (old checkpoints
+    load); C > 0 adds C input channels, its parameters are trained in the 'g' phase and get gradients, and the run
+    round-trips through load_run."""
+    off = _trainer("pix2pixhd", tmp_path / "off", 1)
+    assert off.model.canvas is None and not any("canvas" in k for k in off.model.state_dict())
+    tr = _trainer("pix2pixhd", tmp_path / "run", 2, canvas=3, feat_channels=0, eval_batches=1)
+    g_params = tr.model.parameters_for("g")
+    canvas = list(tr.model.canvas.parameters())
+    assert all(any(p is q for q in g_params) for p in canvas)
+    assert tr.model.generator.front[1].in_channels == tr.data.info["cond_channels"] + 2 + 3  # cond, x, y, canvas
+    item = tr.data.train[0]
+    loss, _ = tr.model.loss("g", {k: v[None] for k, v in item.items() if torch.is_tensor(v)}, 10)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in canvas)
+    tr.run()
+    cond = tr.data.val[0]["cond"][None]
+    tr.model.eval()
+    model, _, _, _ = load_run(tmp_path / "run", device="cpu")
+    assert model.cfg.canvas == 3 and torch.equal(model.generate_clip(cond), tr.model.generate_clip(cond))
