@@ -60,6 +60,9 @@ class Pix2PixHDConfig(CondTaskConfig):
         "help": "channels of a learned screen-space texture (nn.neural_texture.ScreenTexture, 'canvas') appended to "
                 "the generator input next to x, y: a per-pixel learned input for a static camera's background (body "
                 "configuration, session 8; 0 = off; not in the paper; meaningless for a moving camera)"})
+    canvas_lr_scale: float = field(default=10.0, metadata={
+        "help": "the canvas learns this many times faster than the networks (NeuralTexture's lr_scale; 10 = the "
+                "neural-textures method's default)"})
     global_steps: int = field(default=0, metadata={
         "help": "steps training only G1 at half resolution first (the paper's coarse-to-fine schedule; 0 = joint from the start)"})
     num_d: int = field(default=2, metadata={"help": "discriminator scales"})
@@ -93,7 +96,7 @@ class Pix2PixHD(Method):
         extra = (2 + 4 * cfg.coord_octaves if cfg.coords else 0) + cfg.canvas
         self.generator = LocalEnhancer(c + fc + extra, 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
                                        cfg.n_blocks_local, up=cfg.up, skip=cfg.skip)
-        self.canvas = ScreenTexture(cfg.canvas, cfg.size) if cfg.canvas > 0 else None
+        self.canvas = ScreenTexture(cfg.canvas, cfg.size, lr_scale=cfg.canvas_lr_scale) if cfg.canvas > 0 else None
         self.discriminator = MultiScaleDiscriminator(c + 3, cfg.num_d, cfg.d_width, cfg.d_layers)
         self.encoder = InstanceFeatureEncoder(3, fc) if fc > 0 else None
         self.bank = FeatureBank(max(1, info.get("num_classes", 1)), fc) if fc > 0 else None

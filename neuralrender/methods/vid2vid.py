@@ -70,6 +70,8 @@ class Vid2VidConfig(CondTaskConfig):
     canvas: int = field(default=0, metadata={
         "help": "with --generator pix2pixhd: channels of a learned screen-space texture (as pix2pixhd's canvas) "
                 "appended to the hallucinator's input (0 = off; not in the paper; session 8, body)"})
+    canvas_lr_scale: float = field(default=10.0, metadata={
+        "help": "the canvas learns this many times faster than the networks (as pix2pixhd's canvas_lr_scale)"})
     num_d: int = field(default=2, metadata={"help": "scales of both discriminators"})
     d_width: int = field(default=32, metadata={"help": "discriminator channels of the first layer"})
     d_layers: int = field(default=3, metadata={"help": "stride-2 layers per discriminator"})
@@ -106,12 +108,12 @@ class HDSequentialGenerator(SequentialGenerator):
 
     def __init__(self, cond_channels: int, raw_channels: int, n_prev: int = 2, width: int = 32, n_down: int = 3,
                  n_blocks: int = 6, up: str = "transpose", hd_up: str = HD_GENERATOR["up"], canvas: int = 0,
-                 size: int = 64):
+                 size: int = 64, canvas_lr_scale: float = 10.0):
         super().__init__(cond_channels, n_prev, width, n_down, n_blocks, up=up)
         del self.dec_img, self.head_img
         self.raw_channels = raw_channels
         self.hallucinator = LocalEnhancer(raw_channels + 2 + canvas, 3, **{**HD_GENERATOR, "up": hd_up})
-        self.canvas = ScreenTexture(canvas, size) if canvas > 0 else None
+        self.canvas = ScreenTexture(canvas, size, lr_scale=canvas_lr_scale) if canvas > 0 else None
 
     def forward(self, conds: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
         B, _, H, W = conds.shape
@@ -171,7 +173,8 @@ class Vid2Vid(Method):
         cc = c + (2 if cfg.coords else 0)
         if cfg.generator == "pix2pixhd":
             self.generator = HDSequentialGenerator(cc, c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up,
-                                                   hd_up=cfg.hd_up, canvas=cfg.canvas, size=cfg.size)
+                                                   hd_up=cfg.hd_up, canvas=cfg.canvas, size=cfg.size,
+                                                   canvas_lr_scale=cfg.canvas_lr_scale)
         else:
             if cfg.canvas:
                 raise NeuralRenderError("vid2vid: canvas needs --generator pix2pixhd (it is an input of its hallucinator)")
