@@ -67,6 +67,9 @@ class Vid2VidConfig(CondTaskConfig):
     hd_up: Literal["bilinear", "shuffle", "transpose", "nearest"] = field(default="bilinear", metadata={
         "help": "with --generator pix2pixhd: the hallucinator's upsampling (bilinear = pix2pixHD's session-4 "
                 "defaults; shuffle = pix2pixHD's body configuration of session 7)"})
+    hd_skip: bool = field(default=False, metadata={
+        "help": "with --generator pix2pixhd: the hallucinator's full-resolution skip (pix2pixhd's `skip`; off = "
+                "session 6's generator)"})
     canvas: int = field(default=0, metadata={
         "help": "with --generator pix2pixhd: channels of a learned screen-space texture (as pix2pixhd's canvas) "
                 "appended to the hallucinator's input (0 = off; not in the paper; session 8, body)"})
@@ -108,11 +111,13 @@ class HDSequentialGenerator(SequentialGenerator):
 
     def __init__(self, cond_channels: int, raw_channels: int, n_prev: int = 2, width: int = 32, n_down: int = 3,
                  n_blocks: int = 6, up: str = "transpose", hd_up: str = HD_GENERATOR["up"], canvas: int = 0,
+                 hd_skip: bool = False,
                  size: int = 64, canvas_lr_scale: float = 10.0):
         super().__init__(cond_channels, n_prev, width, n_down, n_blocks, up=up)
         del self.dec_img, self.head_img
         self.raw_channels = raw_channels
-        self.hallucinator = LocalEnhancer(raw_channels + 2 + canvas, 3, **{**HD_GENERATOR, "up": hd_up})
+        self.hallucinator = LocalEnhancer(raw_channels + 2 + canvas, 3, **{**HD_GENERATOR, "up": hd_up},
+                                          skip=hd_skip)
         self.canvas = ScreenTexture(canvas, size, lr_scale=canvas_lr_scale) if canvas > 0 else None
 
     def forward(self, conds: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -173,7 +178,7 @@ class Vid2Vid(Method):
         cc = c + (2 if cfg.coords else 0)
         if cfg.generator == "pix2pixhd":
             self.generator = HDSequentialGenerator(cc, c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up,
-                                                   hd_up=cfg.hd_up, canvas=cfg.canvas, size=cfg.size,
+                                                   hd_up=cfg.hd_up, hd_skip=cfg.hd_skip, canvas=cfg.canvas, size=cfg.size,
                                                    canvas_lr_scale=cfg.canvas_lr_scale)
         else:
             if cfg.canvas:
