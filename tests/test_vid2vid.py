@@ -185,7 +185,8 @@ def test_hd_up_option():
 
 
 def test_canvas_option_half_and_full_resolution_and_round_trip(tmp_path):
-    """canvas (generator='pix2pixhd'): a ScreenTexture input of the hallucinator; off (default) adds no parameters;
+    """canvas (generator='pix2pixhd'): a ScreenTexture input of the hallucinator (here with hd_skip, the
+    hallucinator's full-resolution skip); off (default) adds no parameters;
     on, the run trains through the half-resolution steps and the switch to full resolution (the canvas is
     sampled at either), the canvas gets gradients, and load_run restores the same outputs."""
     from neuralrender.errors import NeuralRenderError
@@ -193,7 +194,9 @@ def test_canvas_option_half_and_full_resolution_and_round_trip(tmp_path):
 
     off = HDSequentialGenerator(5, 3, width=4, n_down=2, n_blocks=1)
     assert off.canvas is None and not any("canvas" in k for k in off.state_dict())
-    on = HDSequentialGenerator(5, 3, width=4, n_down=2, n_blocks=1, canvas=4, size=32)
+    assert off.hallucinator.skip is False  # hd_skip off: session 6's hallucinator
+    on = HDSequentialGenerator(5, 3, width=4, n_down=2, n_blocks=1, canvas=4, size=32, hd_skip=True)
+    assert on.hallucinator.skip is True
     for hw in (16, 32):  # half and full resolution of a 32^2 canvas
         out = on(torch.rand(2, 15, hw, hw), torch.rand(2, 6, hw, hw))
         assert out["image"].shape == (2, 3, hw, hw) and out["hallucinated"].shape == (2, 3, hw, hw)
@@ -201,7 +204,7 @@ def test_canvas_option_half_and_full_resolution_and_round_trip(tmp_path):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in on.canvas.parameters())
     with pytest.raises(NeuralRenderError, match="canvas"):
         _trainer(tmp_path / "bad", 1, generator="sequential", canvas=4)
-    tr = _trainer(tmp_path / "run", 4, generator="pix2pixhd", canvas=4, eval_batches=1)
+    tr = _trainer(tmp_path / "run", 4, generator="pix2pixhd", canvas=4, hd_skip=True, eval_batches=1)
     assert any(p is q for p in tr.model.parameters_for("g") for q in tr.model.generator.canvas.parameters())
     logs = [tr.train_step() for _ in range(4)]
     assert [lg["scale"] for lg in logs] == [0.5, 0.5, 1.0, 1.0]
@@ -209,4 +212,4 @@ def test_canvas_option_half_and_full_resolution_and_round_trip(tmp_path):
     cond = tr.data.val[0]["cond"][None]
     tr.model.eval()
     model, _, _, _ = load_run(tmp_path / "run", device="cpu")
-    assert model.cfg.canvas == 4 and torch.equal(model.generate_clip(cond), tr.model.generate_clip(cond))
+    assert model.cfg.canvas == 4 and model.cfg.hd_skip and torch.equal(model.generate_clip(cond), tr.model.generate_clip(cond))
