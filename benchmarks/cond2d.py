@@ -23,7 +23,11 @@ pix2pixHD's configuration per task (docs/methods/pix2pixhd.md), given with --set
 
     scene, scene-gbuffer   --set pix2pixhd.coords=false                               (session 5)
     face                   the defaults
-    body                   --set pix2pixhd.up=shuffle pix2pixhd.feat_channels=0       (session 7)
+    body                   --set pix2pixhd.up=shuffle pix2pixhd.feat_channels=0       (session 7; session 8's
+                           screen-space texture `canvas` was measured there and not adopted)
+
+vid2vid's pix2pixHD hallucinator takes its own options (`vid2vid.hd_up`, `vid2vid.hd_skip`, `vid2vid.canvas`; the
+defaults are session 6's generator). The generator-only screen for the body is benchmarks/cond2d_screen.py.
 
 edit: the edited-scene check alone, on runs already trained (one segmenter scores every run given; the runs must
 share one scene task), e.g. two configurations of one method side by side:
