@@ -43,7 +43,7 @@ from neuralrender.methods._cond2d import (
 )
 from neuralrender.methods.base import Method
 from neuralrender.nn.discriminators import MultiScaleDiscriminator, VideoDiscriminator
-from neuralrender.nn.generators import LocalEnhancer, SequentialGenerator, _pad_to, pixel_coords
+from neuralrender.nn.generators import LocalEnhancer, SequentialGenerator, pixel_coords
 from neuralrender.nn.neural_texture import ScreenTexture
 from neuralrender.registry import register
 
@@ -121,25 +121,15 @@ class HDSequentialGenerator(SequentialGenerator):
         self.canvas = ScreenTexture(canvas, size, lr_scale=canvas_lr_scale) if canvas > 0 else None
 
     def forward(self, conds: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        B, _, H, W = conds.shape
-        if conds.shape[1] != self.cond_channels * (self.n_prev + 1):
-            raise NeuralRenderError(f"HDSequentialGenerator expects {self.n_prev + 1} conditions of "
-                                    f"{self.cond_channels} channels, got {conds.shape[1]} channels")
+        self.check_conds(conds)
         cur = conds[:, -self.cond_channels:][:, :self.raw_channels]
         inputs = [cur, pixel_coords(cur)] + ([self.canvas(cur)] if self.canvas is not None else [])
         hallucinated = self.hallucinator(torch.cat(inputs, 1))
-        if prev is None:
-            zero = hallucinated.new_zeros(B, 1, H, W)
+        if prev is None:  # no history: the trunk is skipped, flow 0, mask 1
+            zero = hallucinated.new_zeros(hallucinated.shape[0], 1, *hallucinated.shape[-2:])
             return {"image": hallucinated, "hallucinated": hallucinated, "flow": zero.expand(-1, 2, -1, -1),
                     "mask": torch.ones_like(zero), "warped": torch.zeros_like(hallucinated)}
-        m = 2**self.n_down
-        h = self.blocks(self.enc_cond(_pad_to(conds, m)) + self.enc_prev(_pad_to(prev, m)))
-        fm = self.head_flow(self.dec_flow(h))[..., :H, :W]
-        flow = fm[:, :2] * self.flow_scale
-        mask = torch.sigmoid(fm[:, 2:])
-        warped = warp(prev[:, -3:], flow, padding="border")
-        return {"image": (1 - mask) * warped + mask * hallucinated, "hallucinated": hallucinated, "flow": flow,
-                "mask": mask, "warped": warped}
+        return self.blend(self.trunk(conds, prev), prev, hallucinated)
 
 
 def progressive_schedule(step: int, spatial_steps: int, clip_start: int, clip_len: int,

@@ -20,7 +20,7 @@ from torch import nn
 from neuralrender.methods._priors import image_info, image_splits
 from neuralrender.methods.base import DataBundle, Method
 from neuralrender.metrics import psnr
-from neuralrender.nn.generators import _pad_to as pad_to
+from neuralrender.nn.generators import pad_to
 from neuralrender.nn.quantize import VectorQuantizer, usage_plot
 from neuralrender.nn.residual import down_encoder, up_decoder
 from neuralrender.registry import register

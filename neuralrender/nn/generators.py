@@ -30,7 +30,7 @@ def apply_out_act(y: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown output activation '{kind}'; valid: sigmoid, tanh, none")
 
 
-def _pad_to(x: torch.Tensor, m: int) -> torch.Tensor:
+def pad_to(x: torch.Tensor, m: int) -> torch.Tensor:
     ph, pw = (-x.shape[-2]) % m, (-x.shape[-1]) % m
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
 
@@ -130,7 +130,7 @@ class ResnetGenerator(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        h = self.back(self.blocks(self.front(_pad_to(x, 2**self.n_down))))
+        h = self.back(self.blocks(self.front(pad_to(x, 2**self.n_down))))
         return h[..., :H, :W]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +171,7 @@ class LocalEnhancer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        xp = _pad_to(x, self.multiple)
+        xp = pad_to(x, self.multiple)
         g = self.global_g.features(self.downsample(xp))
         stem = self.front[:4](xp)  # reflect-pad, conv7, norm, ReLU: full resolution
         h = self.back(self.blocks(self.front[4:](stem) + g))
@@ -208,16 +208,21 @@ class SequentialGenerator(nn.Module):
         nn.init.zeros_(self.head_flow[1].weight)  # start from zero flow and mask = 0.5
         nn.init.zeros_(self.head_flow[1].bias)
 
-    def forward(self, conds: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        B, _, H, W = conds.shape
+    def check_conds(self, conds: torch.Tensor) -> None:
         if conds.shape[1] != self.cond_channels * (self.n_prev + 1):
-            raise NeuralRenderError(f"SequentialGenerator expects {self.n_prev + 1} conditions of {self.cond_channels} "
+            raise NeuralRenderError(f"{type(self).__name__} expects {self.n_prev + 1} conditions of {self.cond_channels} "
                                     f"channels ({self.cond_channels * (self.n_prev + 1)}), got {conds.shape[1]}")
+
+    def trunk(self, conds: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """Both encoders summed, then the residual blocks (prev None: the previous-frame encoder sees zeros)."""
         m = 2**self.n_down
-        cp = _pad_to(conds, m)
-        prev_in = cp.new_zeros(B, 3 * self.n_prev, *cp.shape[-2:]) if prev is None else _pad_to(prev, m)
-        h = self.blocks(self.enc_cond(cp) + self.enc_prev(prev_in))
-        hallucinated = torch.sigmoid(self.head_img(self.dec_img(h)))[..., :H, :W]
+        cp = pad_to(conds, m)
+        prev_in = cp.new_zeros(conds.shape[0], 3 * self.n_prev, *cp.shape[-2:]) if prev is None else pad_to(prev, m)
+        return self.blocks(self.enc_cond(cp) + self.enc_prev(prev_in))
+
+    def blend(self, h: torch.Tensor, prev: torch.Tensor | None, hallucinated: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The flow + mask decoder on the trunk's features h, and the output dict of `forward`."""
+        H, W = hallucinated.shape[-2:]
         fm = self.head_flow(self.dec_flow(h))[..., :H, :W]
         flow = fm[:, :2] * self.flow_scale
         if prev is None:
@@ -229,3 +234,10 @@ class SequentialGenerator(nn.Module):
             warped = warp(prev[:, -3:], flow, padding="border")
             image = (1 - mask) * warped + mask * hallucinated
         return {"image": image, "hallucinated": hallucinated, "flow": flow, "mask": mask, "warped": warped}
+
+    def forward(self, conds: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        self.check_conds(conds)
+        H, W = conds.shape[-2:]
+        h = self.trunk(conds, prev)
+        hallucinated = torch.sigmoid(self.head_img(self.dec_img(h)))[..., :H, :W]
+        return self.blend(h, prev, hallucinated)
