@@ -157,7 +157,7 @@ def test_identity_mask_init_background_share_and_flow_for_any_keypoints():
     assert torch.allclose(zeroth(src, kp_d, kp_s)["deformation"], identity_grid(2, H, H) + shift.view(2, 1, 1, 2), atol=1e-5)
     m = rnd(src, kp_d, kp_s)["mask"]
     assert m[:, 0].std() > 1e-3 and m[:, 0].mean() < 0.3  # random init: varies, little on the background
-    with pytest.raises(ValueError, match="mask_init"):
+    with pytest.raises(NeuralRenderError, match="mask_init"):
         DenseMotionNetwork(K, 3, 8, 2, 16, norm="group", mask_init="zeros")
 
 

@@ -112,7 +112,7 @@ def test_identity_mask_init_for_fomm_option_and_monkey_net(shared_data, tmp_path
         assert torch.allclose(out["mask"][:, 0], torch.full_like(out["mask"][:, 0], share), atol=1e-6)
         assert fomm["random"].reconstruct(src, drv)["mask"][:, 0].std() > 1e-4
         assert torch.allclose(fomm["identity"].reconstruct(src, src)["deformed"], src, atol=1e-5)
-    with pytest.raises(ValueError, match="mask_init"):
+    with pytest.raises(NeuralRenderError, match="mask_init"):
         trainer("fomm", tmp_path / "x", 1, mask_init="background")
     cfg = {**TINY_MODEL["monkey-net"]}
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ paper's output layer; --affine-range S > 0 (ours) limits each keypoint's affine 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ class FommConfig(AnimationDataConfig):
     affine_range: float = field(default=0.0, metadata={"help": "localise each keypoint's first-order term to a Gaussian "
                                                               "of this std around it (normalized units; not in the "
                                                               "paper); 0 = the paper's unlimited affine motion"})
-    mask_init: str = field(default="random", metadata={"help": "init of the dense-motion mask conv: random (PyTorch's "
+    mask_init: Literal["random", "identity"] = field(default="random", metadata={"help": "init of the dense-motion mask conv: random (PyTorch's "
                                                              "default, the official FOMM code's) or identity (the "
                                                              "official Monkey-Net code's: zero weights, background "
                                                              "logit 2, masks start on the identity motion)"})

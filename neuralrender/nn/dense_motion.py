@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuralrender.errors import NeuralRenderError
 from neuralrender.graphics.warp import identity_grid, make_coordinate_grid, sample_grid
 from neuralrender.nn.hourglass import Hourglass
 from neuralrender.nn.keypoints import anti_alias_resize, keypoint_heatmaps
@@ -94,7 +95,7 @@ class DenseMotionNetwork(nn.Module):
         if mask_init == "identity":
             self.identity_start()
         elif mask_init != "random":
-            raise ValueError(f"mask_init must be 'random' or 'identity', got {mask_init!r}")
+            raise NeuralRenderError(f"mask_init must be 'random' or 'identity', got {mask_init!r}")
         self.occlusion = nn.Conv2d(self.hourglass.out_channels, 1, 7, padding=3) if estimate_occlusion else None
 
     @torch.no_grad()
