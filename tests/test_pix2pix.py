@@ -277,3 +277,5 @@ def test_pix2pixhd_canvas_option(tmp_path):
     tr.model.eval()
     model, _, _, _ = load_run(tmp_path / "run", device="cpu")
     assert model.cfg.canvas == 3 and torch.equal(model.generate_clip(cond), tr.model.generate_clip(cond))
+    with pytest.raises(NeuralRenderError, match="'canvas'"):  # a negative channel count names the key
+        _trainer("pix2pixhd", tmp_path / "neg", 1, canvas=-1)

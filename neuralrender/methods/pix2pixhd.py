@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from neuralrender.errors import ConfigError
 from neuralrender.losses.gan import discriminator_loss, feature_matching_loss, generator_loss
 from neuralrender.losses.reconstruction import PerceptualLoss, perceptual_status
 from neuralrender.methods._cond2d import (
@@ -93,6 +94,8 @@ class Pix2PixHD(Method):
     def __init__(self, cfg: Pix2PixHDConfig, info):
         super().__init__(cfg, info)
         c, fc = info["cond_channels"], cfg.feat_channels
+        if cfg.canvas < 0:
+            raise ConfigError(f"config key 'canvas': channels must be >= 0 (0 = off), got {cfg.canvas}")
         extra = (2 + 4 * cfg.coord_octaves if cfg.coords else 0) + cfg.canvas
         self.generator = LocalEnhancer(c + fc + extra, 3, cfg.width, cfg.n_down_global, cfg.n_blocks_global,
                                        cfg.n_blocks_local, up=cfg.up, skip=cfg.skip)

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from neuralrender.errors import NeuralRenderError
+from neuralrender.errors import ConfigError, NeuralRenderError
 from neuralrender.graphics.warp import warp
 from neuralrender.losses.gan import discriminator_loss, feature_matching_loss, generator_loss
 from neuralrender.methods._cond2d import (
@@ -165,6 +165,8 @@ class Vid2Vid(Method):
     def __init__(self, cfg: Vid2VidConfig, info):
         super().__init__(cfg, info)
         c = info["cond_channels"]
+        if cfg.canvas < 0:
+            raise ConfigError(f"config key 'canvas': channels must be >= 0 (0 = off), got {cfg.canvas}")
         cc = c + (2 if cfg.coords else 0)
         if cfg.generator == "pix2pixhd":
             self.generator = HDSequentialGenerator(cc, c, cfg.n_prev, cfg.width, cfg.n_down, cfg.n_blocks, up=cfg.up,

@@ -15,6 +15,7 @@ from torch import nn
 
 from neuralrender.errors import NeuralRenderError
 from neuralrender.graphics.texture import texture
+from neuralrender.graphics.warp import make_coordinate_grid
 
 
 class NeuralTexture(nn.Module):
@@ -78,9 +79,8 @@ def screen_uv(batch: int, height: int, width: int, device=None, dtype=torch.floa
     """The uv [B,H,W,2] of an image's pixel centres on the whole screen, in the texture module's v-up convention:
     pixel (r, c) -> u = (c + 0.5) / W, v = 1 - (r + 0.5) / H (row 0 at the top is v near 1). A texture of H x W
     texels sampled there returns its texels exactly; at half the resolution each pixel gets the mean of 2x2 texels."""
-    u = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
-    v = 1.0 - (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
-    uv = torch.stack(torch.meshgrid(u, v, indexing="xy"), -1)  # [H,W,2]
+    g = make_coordinate_grid(height, width, dtype, device)  # (x, y) of the pixel centres in [-1, 1], y down
+    uv = torch.stack([(g[..., 0] + 1) / 2, (1 - g[..., 1]) / 2], -1)  # [H,W,2], v up
     return uv.expand(batch, height, width, 2)
 
 
@@ -93,6 +93,8 @@ class ScreenTexture(nn.Module):
 
     def __init__(self, channels: int, size: int = 64, levels: int = 4, lr_scale: float = 10.0, init_std: float = 0.1):
         super().__init__()
+        if channels < 1:
+            raise NeuralRenderError(f"canvas: channels must be >= 1 (0 = no canvas), got {channels}")
         self.texture = NeuralTexture(channels, size, levels, lr_scale=lr_scale, init_std=init_std)
         self.channels = channels
 
